@@ -1,0 +1,213 @@
+"""The ``cycleqd`` command.
+
+User errors (:class:`CycleQDError`) print one line and exit with code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cycleqd.errors import CycleQDError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
+models_app = typer.Typer(no_args_is_help=True, help="Model helpers.")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+class RunProgress:
+    """A rich progress bar: generation, active task, best quality per task, ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.bar = self.progress.add_task("starting", total=total, info="")
+        self.started = False
+
+    def __enter__(self) -> RunProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        phase = event.get("phase")
+        if phase == "basis":
+            self.progress.update(
+                self.bar,
+                description="expert SVD bases",
+                total=event["total"],
+                completed=event["done"],
+                info=event["tensor"],
+            )
+        elif phase == "engine":
+            self.progress.update(self.bar, description="loading model", info="")
+        elif phase == "seeding":
+            self.progress.update(
+                self.bar,
+                description="evaluating experts",
+                total=None,
+                info=f"expert {event['expert']}",
+            )
+        elif phase == "search":
+            if not self.started:
+                # the ETA only counts generations run in this process
+                self.progress.reset(self.bar, total=self.total, completed=event["generation"])
+                self.started = True
+            best = " ".join(f"{t}={q:.3f}" for t, q in event["best_quality"].items())
+            self.progress.update(
+                self.bar,
+                description=f"generation {event['generation'] + 1} [{event['task']}]",
+                completed=event["generation"] + 1,
+                info=f"best {best}",
+            )
+        elif phase == "final":
+            self.progress.update(self.bar, description="final merge", info="evaluating")
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"cycleqd run {run_dir}")
+    tasks = list(summary["best_quality"])
+    table.add_column("model")
+    for t in tasks:
+        table.add_column(t, justify="right")
+    for name, scores in summary["expert_scores"].items():
+        table.add_row(f"expert {name}", *(f"{scores[t]:.3f}" for t in tasks))
+    table.add_row("best elite per archive", *(f"{summary['best_quality'][t]:.3f}" for t in tasks))
+    final = summary.get("final") or {}
+    if final.get("scores"):
+        table.add_row("[bold]final (merged)", *(f"{final['scores'][t]:.3f}" for t in tasks))
+    Console().print(table)
+    if final.get("model"):
+        Console().print(f"final model: {final['model']}")
+
+
+def _run_with_progress(total: int, fn: Any) -> dict[str, Any]:
+    with RunProgress(total) as progress:
+        return fn(progress)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config of the run.")],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<config name>).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set search.generations=50")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing run directory.")] = False,
+) -> None:
+    """Run a CycleQD search from a config."""
+    from cycleqd.config import load_config
+    from cycleqd.search.run import start_run
+
+    cfg = load_config(config, overrides=set_ or [])
+    run_dir = out or Path("runs") / config.stem
+    started = time.perf_counter()
+    summary = _run_with_progress(
+        cfg.search.generations,
+        lambda p: start_run(cfg, run_dir, force=force, progress=p),
+    )
+    _print_summary(summary, run_dir)
+    console.print(f"done in {time.perf_counter() - started:.1f}s; run directory: {run_dir}")
+
+
+@app.command()
+def resume(run_dir: Annotated[Path, typer.Argument(help="An existing run directory.")]) -> None:
+    """Continue a run from its last completed generation."""
+    from cycleqd.search.run import open_run, resume_run
+
+    _, cfg = open_run(run_dir)
+    summary = _run_with_progress(cfg.search.generations, lambda p: resume_run(run_dir, progress=p))
+    _print_summary(summary, run_dir)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out: Annotated[Path, typer.Option(help="Output Hugging Face model directory.")],
+    best_of: Annotated[str | None, typer.Option(help="Export the best elite of this task.")] = None,
+    final: Annotated[bool, typer.Option("--final", help="Export the final merged model.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite the output directory.")] = False,
+) -> None:
+    """Export the final model or an elite as a Hugging Face model directory."""
+    from cycleqd.search.run import export_run
+
+    path = export_run(run_dir, out, best_of=best_of, final=final, force=force)
+    console.print(f"exported to {path}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Re-draw the plots and rewrite summary.json of a run."""
+    from cycleqd.search.run import report_run
+
+    summary = report_run(run_dir)
+    _print_summary(summary, run_dir)
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    out: Annotated[Path, typer.Argument(help="Folder for the tiny base, experts and data.")],
+    arch: Annotated[str, typer.Option(help="llama, qwen2 or gpt2.")] = "llama",
+    seed: Annotated[int, typer.Option(help="Seed of the models and data.")] = 0,
+) -> None:
+    """Build a tiny base model, one trained expert per skill and the skills' eval data."""
+    from cycleqd.models.tiny import build_tiny_suite
+
+    started = time.perf_counter()
+    suite = build_tiny_suite(out, arch=arch, seed=seed)
+    console.print(f"tiny suite in {suite.root} ({time.perf_counter() - started:.1f}s)")
+
+
+def main() -> None:
+    """Entry point: one line and exit code 2 for user errors."""
+    try:
+        app(standalone_mode=False)
+    except CycleQDError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The run configuration: one pydantic model per YAML section, and every default in one place.
+
+Validation is strict (unknown keys are errors) because a misspelt key silently falling back to a
+default is the most expensive kind of bug in a search that runs for days. Errors name the key path
+(``tasks.0.bc.bins``) so the user can find the line in the YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cycleqd.errors import CycleQDError
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ExpertConfig(StrictModel):
+    """One fine-tuned expert: a Hugging Face model directory sharing the base's architecture."""
+
+    name: str
+    path: Path
+
+
+class BCConfig(StrictModel):
+    """How a task's score is binned when it serves as a behaviour characteristic (BC).
+
+    ``range: auto`` is the paper's rule: 85% of the weakest expert's score to 115% of the
+    strongest. Scores outside the range fall into the edge bins.
+    """
+
+    range: Literal["auto"] | tuple[float, float] = "auto"
+    bins: int = Field(default=15, ge=1, le=1000)
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: Any) -> Any:
+        if isinstance(value, tuple) and not value[0] < value[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(value)}")
+        return value
+
+
+class TaskConfig(StrictModel):
+    """One skill: its evaluator (``type`` in the task registry), its expert and its BC grid."""
+
+    name: str
+    type: str
+    expert: str | None = Field(
+        default=None,
+        description="Expert whose SVD basis drives mutation while this task's archive is active. "
+        "Default: the expert with the task's name, else the expert at the same position.",
+    )
+    bc: BCConfig = BCConfig()
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerConfig(StrictModel):
+    """Parent selection. ``elite`` is the paper's elite sampling, ``random`` its ablation."""
+
+    kind: Literal["elite", "random"] = "elite"
+    alpha_low: float = Field(default=0.5, ge=0.0)
+    alpha_high: float = Field(default=0.8, ge=0.0)
+
+
+class CrossoverConfig(StrictModel):
+    """Model-wise linear merge of the parents' task vectors with Gaussian weights."""
+
+    mean: float = 1.0
+    std: float = Field(default=0.01, ge=0.0)
+    per_layer: bool = False
+
+
+class MutationConfig(StrictModel):
+    """``svd`` adds terms along the active expert's singular vectors; ``gaussian`` is dense noise."""
+
+    kind: Literal["svd", "gaussian", "none"] = "svd"
+    w_max: float = Field(default=0.1, ge=0.0)
+    std: float = Field(default=3e-4, ge=0.0)
+
+
+class SearchConfig(StrictModel):
+    """The CycleQD loop."""
+
+    generations: int = Field(default=1200, ge=0)
+    sampler: SamplerConfig = SamplerConfig()
+    crossover: CrossoverConfig = CrossoverConfig()
+    mutation: MutationConfig = MutationConfig()
+    final_temperature: float = Field(
+        default=1.0, gt=0.0, description="Softmax temperature over elite qualities in the final merge."
+    )
+    plot_every: int = Field(default=50, ge=0, description="Redraw elite maps every N generations.")
+
+
+class BasisConfig(StrictModel):
+    """Expert SVD bases: numerical-rank cut-off, optional energy truncation, on-disk cache."""
+
+    energy: float = Field(default=1.0, gt=0.0, le=1.0)
+    rtol: float = Field(default=1e-6, ge=0.0, lt=1.0)
+    cache_dir: Path | None = None
+    device: str = "cpu"
+
+
+class EngineConfig(StrictModel):
+    """The resident inference model."""
+
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = Field(default=16, ge=1)
+
+
+class RunConfig(StrictModel):
+    """A complete CycleQD run."""
+
+    seed: int = 0
+    base_model: Path
+    experts: list[ExpertConfig] = Field(min_length=1)
+    tasks: list[TaskConfig] = Field(min_length=2)
+    search: SearchConfig = SearchConfig()
+    basis: BasisConfig = BasisConfig()
+    engine: EngineConfig = EngineConfig()
+
+    @model_validator(mode="after")
+    def _names(self) -> RunConfig:
+        for kind, names in (
+            ("expert", [e.name for e in self.experts]),
+            ("task", [t.name for t in self.tasks]),
+        ):
+            seen = {n for n in names if names.count(n) > 1}
+            if seen:
+                raise ValueError(f"duplicate {kind} name {sorted(seen)[0]!r}")
+        return self
+
+    def task_experts(self) -> list[int]:
+        """Index of the expert that drives SVD mutation for each task (see TaskConfig.expert)."""
+        names = [e.name for e in self.experts]
+        out: list[int] = []
+        for i, task in enumerate(self.tasks):
+            if task.expert is not None:
+                if task.expert not in names:
+                    raise CycleQDError(
+                        f"config error: tasks.{i}.expert: no expert named {task.expert!r} "
+                        f"(experts: {', '.join(names)})"
+                    )
+                out.append(names.index(task.expert))
+            elif task.name in names:
+                out.append(names.index(task.name))
+            elif i < len(names):
+                out.append(i)
+            else:
+                raise CycleQDError(
+                    f"config error: tasks.{i}.expert: task {task.name!r} has no expert of the same "
+                    "name or position; set its 'expert' key"
+                )
+        return out
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming the first offending key path, e.g. ``search.generations: ...``."""
+    first = err.errors()[0]
+    parts = [*(prefix.split(".") if prefix else []), *(str(p) for p in first["loc"])]
+    loc = ".".join(parts)
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc or '<root>'}: {msg}{extra}"
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one ``--set key.path=value`` override; list items are addressed by index."""
+    parts = dotted.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        path = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise CycleQDError(f"--set {dotted}: {path} is not an index of a list of {len(node)}")
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise CycleQDError(f"--set {dotted}: {'.'.join(parts[:depth])} is not a section")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key.path=value`` strings; values are read as YAML (numbers, lists, booleans)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise CycleQDError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise CycleQDError(f"--set {key}: value is not valid YAML: {exc}") from exc
+        out.append((key.strip(), value))
+    return out
+
+
+def _resolve_paths(data: dict[str, Any], root: Path) -> None:
+    """Make model paths absolute relative to the config file, so runs resume from anywhere."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((root / value).resolve())
+        return value
+
+    if "base_model" in data:
+        data["base_model"] = fix(data["base_model"])
+    for expert in data.get("experts") or []:
+        if isinstance(expert, dict) and "path" in expert:
+            expert["path"] = fix(expert["path"])
+    basis = data.get("basis")
+    if isinstance(basis, dict) and basis.get("cache_dir"):
+        basis["cache_dir"] = fix(basis["cache_dir"])
+    for task in data.get("tasks") or []:
+        params = task.get("params") if isinstance(task, dict) else None
+        if isinstance(params, dict):
+            for key in ("data", "scripts"):
+                if key in params:
+                    params[key] = fix(params[key])
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Read, override and validate a config; relative paths are taken from the file's folder."""
+    root = Path.cwd()
+    if path is not None:
+        if not path.is_file():
+            raise CycleQDError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise CycleQDError(f"{path}: not valid YAML: {exc}") from exc
+        root = path.resolve().parent
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise CycleQDError(f"{path}: the top level must be a mapping")
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value)
+    _resolve_paths(data, root)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        where = f"{path}: " if path is not None else ""
+        raise CycleQDError(f"config error: {where}{format_validation_error(err)}") from err
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, stored in the run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,237 @@
+"""Expert SVD bases: the coordinate system every CycleQD individual lives in.
+
+Crossover is linear and the SVD mutation adds terms along an expert's own singular vectors, so
+every reachable task vector is, per 2-D tensor, ``sum_e U_e diag(c_e) V_e^T`` and, per 1-D tensor,
+``sum_e a_e tau_e``. Computing the SVD of each expert's task vector once (and caching it on disk,
+keyed by the checkpoints' content) lets individuals be stored as coefficient vectors of a few MB.
+
+Tensors of rank > 2 (convolution kernels) are reshaped to ``(out, -1)`` so any PyTorch model works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.sources import StateSource, check_compatible
+
+BASIS_FORMAT = 1
+
+
+@dataclass
+class MatrixBasis:
+    """Concatenated singular bases of all experts for one tensor.
+
+    ``U`` is ``(m, R)`` and ``Vh`` is ``(R, n)`` with ``R = sum_e r_e``; expert ``e`` owns columns
+    ``offsets[e]:offsets[e+1]`` and its own genome is ``S`` on that slice.
+    """
+
+    shape: tuple[int, ...]
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+    offsets: list[int]
+
+    def slice(self, expert: int) -> slice:
+        return slice(self.offsets[expert], self.offsets[expert + 1])
+
+    @property
+    def rank(self) -> int:
+        return self.offsets[-1]
+
+
+@dataclass
+class VectorBasis:
+    """Dense task vectors of all experts for a 1-D tensor (norm weights, biases), ``(E, numel)``."""
+
+    shape: tuple[int, ...]
+    taus: torch.Tensor
+
+
+@dataclass
+class ExpertBasis:
+    """All experts' bases for every floating-point tensor of the model."""
+
+    experts: list[str]
+    matrices: dict[str, MatrixBasis] = field(default_factory=dict)
+    vectors: dict[str, VectorBasis] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        """Tensor names in a fixed order: random draws iterate over this, so it must be stable."""
+        return sorted([*self.matrices, *self.vectors])
+
+    def nbytes(self) -> int:
+        total = sum(t.numel() * t.element_size() for t in self.vectors_tensors())
+        for m in self.matrices.values():
+            total += sum(t.numel() * t.element_size() for t in (m.U, m.S, m.Vh))
+        return total
+
+    def vectors_tensors(self) -> list[torch.Tensor]:
+        return [v.taus for v in self.vectors.values()]
+
+
+def keep_rank(s: torch.Tensor, *, energy: float, rtol: float) -> int:
+    """How many singular values to keep.
+
+    Values below ``rtol * s_max`` are numerical noise (a LoRA expert's rank-16 task vector has
+    exactly 16 non-zero values); ``energy < 1`` additionally keeps the smallest prefix whose squared
+    singular values reach that fraction of the total (the lever that trades fidelity for speed).
+    """
+    if s.numel() == 0 or float(s[0]) <= 0.0:
+        return 0
+    rank = int((s > rtol * s[0]).sum())
+    if energy < 1.0:
+        power = s[:rank].double().square()
+        cumulative = torch.cumsum(power, 0) / power.sum()
+        rank = min(rank, int(torch.searchsorted(cumulative, torch.tensor(energy).double())) + 1)
+    return rank
+
+
+def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
+    """The 2-D view used for SVD: ``(out, in * kh * kw ...)`` for convolution kernels."""
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+def build_basis(
+    base: StateSource,
+    experts: Mapping[str, StateSource],
+    *,
+    energy: float = 1.0,
+    rtol: float = 1e-6,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExpertBasis:
+    """Compute every expert's task vector and its SVD, streaming one tensor at a time."""
+    check_compatible(base, experts)
+    names = list(experts)
+    basis = ExpertBasis(experts=names)
+    floating = [n for n in base.keys() if base.dtype(n).is_floating_point]
+    for step, tensor_name in enumerate(sorted(floating)):
+        theta0 = base.get(tensor_name).to(device=device, dtype=torch.float32)
+        taus = [
+            experts[e].get(tensor_name).to(device=device, dtype=torch.float32) - theta0
+            for e in names
+        ]
+        shape = tuple(theta0.shape)
+        if theta0.dim() >= 2:
+            us, ss, vhs, offsets = [], [], [], [0]
+            for tau in taus:
+                u, s, vh = torch.linalg.svd(as_matrix(tau), full_matrices=False)
+                r = keep_rank(s, energy=energy, rtol=rtol)
+                us.append(u[:, :r])
+                ss.append(s[:r])
+                vhs.append(vh[:r])
+                offsets.append(offsets[-1] + r)
+            basis.matrices[tensor_name] = MatrixBasis(
+                shape=shape,
+                U=torch.cat(us, 1).contiguous().cpu(),
+                S=torch.cat(ss).cpu(),
+                Vh=torch.cat(vhs, 0).contiguous().cpu(),
+                offsets=offsets,
+            )
+        else:
+            basis.vectors[tensor_name] = VectorBasis(
+                shape=shape, taus=torch.stack([t.reshape(-1) for t in taus]).cpu()
+            )
+        if progress is not None:
+            progress(step + 1, len(floating), tensor_name)
+    return basis
+
+
+def basis_key(
+    base: StateSource, experts: Mapping[str, StateSource], *, energy: float, rtol: float
+) -> str:
+    """Cache key: content of every checkpoint, expert order, and the truncation settings."""
+    digest = hashlib.sha256()
+    digest.update(f"v{BASIS_FORMAT}|{energy!r}|{rtol!r}|{base.fingerprint()}".encode())
+    for name, source in experts.items():
+        digest.update(f"|{name}={source.fingerprint()}".encode())
+    return digest.hexdigest()[:32]
+
+
+def save_basis(basis: ExpertBasis, path: Path) -> None:
+    """Write a basis as one safetensors file (atomically: a killed write leaves no cache entry)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, object] = {"format": BASIS_FORMAT, "experts": basis.experts, "matrices": {}}
+    for name, m in basis.matrices.items():
+        tensors[f"U::{name}"] = m.U.contiguous()
+        tensors[f"S::{name}"] = m.S.contiguous()
+        tensors[f"Vh::{name}"] = m.Vh.contiguous()
+        meta["matrices"][name] = {"shape": list(m.shape), "offsets": m.offsets}  # type: ignore[index]
+    vectors = {}
+    for name, v in basis.vectors.items():
+        tensors[f"tau::{name}"] = v.taus.contiguous()
+        vectors[name] = list(v.shape)
+    meta["vectors"] = vectors
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={"cycleqd": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_basis(path: Path, fingerprint: str = "") -> ExpertBasis:
+    """Read a basis written by :func:`save_basis`."""
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["cycleqd"])
+    except Exception as exc:
+        raise CycleQDError(f"{path}: unreadable basis cache file ({exc}); delete it") from exc
+    if meta.get("format") != BASIS_FORMAT:
+        raise CycleQDError(f"{path}: basis cache format {meta.get('format')} is not supported")
+    basis = ExpertBasis(experts=list(meta["experts"]), fingerprint=fingerprint)
+    for name, info in meta["matrices"].items():
+        basis.matrices[name] = MatrixBasis(
+            shape=tuple(info["shape"]),
+            U=tensors[f"U::{name}"],
+            S=tensors[f"S::{name}"],
+            Vh=tensors[f"Vh::{name}"],
+            offsets=list(info["offsets"]),
+        )
+    for name, shape in meta["vectors"].items():
+        basis.vectors[name] = VectorBasis(shape=tuple(shape), taus=tensors[f"tau::{name}"])
+    return basis
+
+
+def default_cache_dir() -> Path:
+    """``$CYCLEQD_CACHE`` or ``$XDG_CACHE_HOME/cycleqd`` (``~/.cache/cycleqd``)."""
+    if os.environ.get("CYCLEQD_CACHE"):
+        return Path(os.environ["CYCLEQD_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "cycleqd"
+
+
+def load_or_build_basis(
+    base: StateSource,
+    experts: Mapping[str, StateSource],
+    *,
+    energy: float = 1.0,
+    rtol: float = 1e-6,
+    cache_dir: Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ExpertBasis:
+    """The cached basis for these checkpoints, computing and storing it on a miss."""
+    check_compatible(base, experts)
+    key = basis_key(base, experts, energy=energy, rtol=rtol)
+    path = (cache_dir or default_cache_dir()) / "bases" / f"{key}.safetensors"
+    if path.is_file():
+        return load_basis(path, fingerprint=key)
+    basis = build_basis(
+        base, experts, energy=energy, rtol=rtol, device=device, progress=progress
+    )
+    basis.fingerprint = key
+    save_basis(basis, path)
+    return basis

@@ -1,0 +1,74 @@
+"""Write an individual's weights straight into a resident model, tensor by tensor.
+
+No model is re-instantiated and nothing touches the disk: ``theta = theta_base + tau(genome)`` is
+computed per tensor on the model's device and copied into the existing parameter. Peak extra
+memory is one tensor's worth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.basis import ExpertBasis
+from cycleqd.merging.genome import Genome, task_vector
+from cycleqd.merging.sources import StateSource
+
+
+def resolve_tensor(module: nn.Module, name: str) -> torch.Tensor:
+    """The parameter or buffer a checkpoint tensor name refers to.
+
+    Checkpoint names usually equal the module's own names; some models save without (or with) the
+    ``base_model_prefix``, so both spellings are tried. Tied weights resolve to the same tensor.
+    """
+    tensors = module.state_dict(keep_vars=True)
+    prefix = getattr(module, "base_model_prefix", "")
+    candidates = [name]
+    if prefix:
+        candidates += [f"{prefix}.{name}", name.removeprefix(f"{prefix}.")]
+    for candidate in candidates:
+        if candidate in tensors:
+            return tensors[candidate]
+    raise CycleQDError(f"tensor {name!r} of the checkpoint has no counterpart in the loaded model")
+
+
+class Materialiser:
+    """Holds the base weights and the expert bases on the model's device."""
+
+    def __init__(
+        self, basis: ExpertBasis, base: StateSource, module: nn.Module, device: torch.device
+    ) -> None:
+        self.basis = basis
+        self.module = module
+        self.device = device
+        self._targets: dict[str, torch.Tensor] = {}
+        self._base: dict[str, torch.Tensor] = {}
+        for name in basis.names:
+            target = resolve_tensor(module, name)
+            if tuple(target.shape) != tuple(base.shape(name)):
+                raise CycleQDError(
+                    f"tensor {name!r}: model has shape {list(target.shape)}, "
+                    f"checkpoint has {list(base.shape(name))}"
+                )
+            self._targets[name] = target
+            self._base[name] = base.get(name).to(device=device, dtype=torch.float32)
+        for m in basis.matrices.values():
+            m.U, m.S, m.Vh = (t.to(device) for t in (m.U, m.S, m.Vh))
+        for v in basis.vectors.values():
+            v.taus = v.taus.to(device)
+
+    @torch.no_grad()
+    def load(self, genome: Genome) -> None:
+        """Make the resident model compute with ``genome``'s weights."""
+        for name in self.basis.names:
+            theta = self._base[name] + task_vector(self.basis, genome, name)
+            self._targets[name].data.copy_(theta)
+
+    @torch.no_grad()
+    def weights(self, genome: Genome) -> dict[str, torch.Tensor]:
+        """Full float32 weights on the CPU (for export and tests), without touching the model."""
+        return {
+            name: (self._base[name] + task_vector(self.basis, genome, name)).cpu()
+            for name in self.basis.names
+        }

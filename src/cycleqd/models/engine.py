@@ -1,0 +1,217 @@
+"""The resident inference engine on transformers.
+
+The base model is loaded once; every candidate's weights are then copied into its parameters in
+place (see :mod:`cycleqd.merging.materialise`), so a search pays neither re-instantiation nor a
+disk round trip per child. Generation is batched and greedy with left padding, batches are formed
+from length-sorted prompts to waste little padding, and stop strings end a sequence early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+from cycleqd.errors import CycleQDError
+
+Prompt = str | list[dict[str, str]]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA when present (``auto``), else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on a GPU and float32 on the CPU (where bf16 matmuls are slow)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Per-sequence stop once any stop string appears in the newly generated text."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.prompt_len = prompt_len
+        self.tail = max(8, max(len(s) for s in self.stops) + 4)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_len :][:, -self.tail :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFEngine:
+    """A causal LM held resident for the whole search."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_size: int = 16,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise CycleQDError(f"{self.model_dir}: not a Hugging Face model directory (no config.json)")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.model.requires_grad_(False)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The resident model the materialiser writes into."""
+        return self.model
+
+    def format(self, prompt: Prompt, chat: bool) -> str:
+        """Apply the tokenizer's chat template to a user message or a message list."""
+        if not chat:
+            if not isinstance(prompt, str):
+                raise ValueError("a message list needs chat=True")
+            return prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if self.tokenizer.chat_template is None:
+            raise CycleQDError(f"{self.model_dir}: the tokenizer has no chat template")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        chat: bool = True,
+    ) -> list[str]:
+        """Greedy completions, in the order of ``prompts``; text is cut before a stop string."""
+        tok = self.tokenizer
+        ids = [self._bos() + self._encode(self.format(p, chat)) for p in prompts]
+        outputs: list[str] = [""] * len(ids)
+        pad = tok.pad_token_id
+        for batch in self._batches([len(x) for x in ids]):
+            width = max(len(ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
+                mask[row, width - len(ids[i]) :] = 1
+            criteria = StoppingCriteriaList([_StopOnStrings(tok, stop, width)]) if stop else None
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+                eos_token_id=tok.eos_token_id,
+                stopping_criteria=criteria,
+            )
+            texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+            for i, text in zip(batch, texts, strict=True):
+                outputs[i] = _cut_at_stop(text, stop)
+        return outputs
+
+    def _bos(self) -> list[int]:
+        """A leading BOS when the tokenizer would add one itself (Llama-style)."""
+        probe = self.tokenizer("a")["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None and probe and probe[0] == bos else []
+
+    @torch.no_grad()
+    def target_likelihood(
+        self, prompts: Sequence[Prompt], targets: Sequence[str], *, chat: bool = False
+    ) -> list[float]:
+        """Per sample ``exp(mean log p(target tokens | prompt))``, right-padded batches."""
+        pairs = [
+            (self._bos() + self._encode(self.format(p, chat)), self._encode(t))
+            for p, t in zip(prompts, targets, strict=True)
+        ]
+        scores = [0.0] * len(pairs)
+        for batch in self._batches([len(a) + len(b) for a, b in pairs]):
+            seqs = [pairs[i][0] + pairs[i][1] for i in batch]
+            width = max(len(s) for s in seqs)
+            input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, seq in enumerate(seqs):
+                input_ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1], -1)
+            for row, i in enumerate(batch):
+                start, n = len(pairs[i][0]), len(pairs[i][1])
+                if n == 0:
+                    scores[i] = 1.0
+                    continue
+                tgt = torch.tensor(pairs[i][1], device=logprobs.device)
+                lp = logprobs[row, start - 1 : start - 1 + n].gather(1, tgt[:, None])
+                scores[i] = float(lp.mean().exp())
+        return scores
+
+    def save(self, out_dir: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the resident model (or ``state``) as a standard HF directory, atomically.
+
+        Weights are saved in the base checkpoint's dtype, whatever dtype the engine computes in.
+        """
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        dtype = _checkpoint_dtype(self.model_dir)
+        weights = state if state is not None else self.model.state_dict()
+        weights = {k: v.detach().to("cpu", dtype) for k, v in weights.items()}
+        self.model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        cfg_file = tmp / "config.json"
+        cfg = json.loads(cfg_file.read_text())
+        cfg["dtype"] = str(dtype).removeprefix("torch.")
+        cfg.pop("torch_dtype", None)
+        cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def _checkpoint_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype the base checkpoint declares (float32 if it declares none)."""
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return torch.float32
+    name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    return _DTYPES.get(str(name), torch.float32)

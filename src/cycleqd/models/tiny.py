@@ -1,0 +1,697 @@
+"""Tiny, real, trained Hugging Face causal LMs for tests and the "tiny example".
+
+CycleQD merges experts that were fine-tuned from one common base on distinct skills. To test
+that machinery end to end without downloading anything, this module builds such a family from
+scratch in seconds on a CPU:
+
+* a character-level tokenizer made with the ``tokenizers`` library (so it saves, reloads with
+  ``AutoTokenizer`` and has a chat template, exactly like a hub tokenizer);
+* random Llama / Qwen2 / GPT-2 models of a few tens of thousands of parameters;
+* three procedural skills (``copy``, ``rev``, ``add``) whose samples come from seeded
+  generators, so data is reproducible and unlimited;
+* a plain AdamW loop that trains only on target tokens, used to make a weak multi-skill base
+  and one expert per skill fine-tuned from it.
+
+Because the experts share a base and differ in what they learned, task vectors are meaningful
+and merging them can produce a model that is better on several skills than any single expert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import transformers
+from tokenizers import Tokenizer, decoders, models, processors
+from transformers import (
+    GPT2Config,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+__all__ = [
+    "ARCHS",
+    "CHAT_TEMPLATE",
+    "SKILLS",
+    "SPECIAL_TOKENS",
+    "TinySuite",
+    "build_char_tokenizer",
+    "build_random_model",
+    "build_tiny_suite",
+    "encode_prompt",
+    "exact_match",
+    "load_jsonl",
+    "make_samples",
+    "target_likelihood",
+    "tiny_config",
+    "train_lm",
+    "write_jsonl",
+]
+
+Arch = Literal["llama", "qwen2", "gpt2"]
+ARCHS: tuple[Arch, ...] = ("llama", "qwen2", "gpt2")
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+ROLE_TOKENS: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, *ROLE_TOKENS)
+
+# A fixed alphabet keeps token ids stable across builds, so every tiny model ever built shares
+# one vocabulary and their weights are interchangeable.
+_ALPHABET: str = (
+    "abcdefghijklmnopqrstuvwxyz"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "0123456789"
+    " \n\t"
+    "+-*/=<>:;?!,.()[]{}_'\"|#@&%$^~`\\"
+)
+
+CHAT_TEMPLATE: str = (
+    "{{ bos_token }}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+SKILLS: tuple[str, ...] = ("copy", "rev", "add")
+
+# Bumped whenever the data format or the training recipe changes, so a cached suite built by an
+# older recipe is rebuilt instead of silently reused.
+_SUITE_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def build_char_tokenizer(out_dir: Path | None = None) -> PreTrainedTokenizerFast:
+    """Build a real character-level fast tokenizer (optionally saving it to ``out_dir``).
+
+    One token per character makes the tiny skills learnable by a 2-layer model (no sub-word
+    arithmetic to untangle) and makes decoding an exact inverse of encoding. It is a genuine
+    ``tokenizers`` BPE model with no merges, so it behaves like hub tokenizers: it saves with
+    ``save_pretrained``, reloads with ``AutoTokenizer``, adds ``<s>`` via a post-processor and
+    carries a chat template. Characters outside the alphabet map to ``<unk>``.
+    """
+    vocab: dict[str, int] = {}
+    for tok in (*SPECIAL_TOKENS, *_ALPHABET):
+        vocab.setdefault(tok, len(vocab))
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    # No pre-tokenizer: the whole text is one "word" that BPE splits into characters, so spaces
+    # and newlines are ordinary tokens and nothing is inserted or dropped on decode.
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A",
+        pair=f"{BOS} $A $B",
+        special_tokens=[(BOS, vocab[BOS])],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=list(ROLE_TOKENS),
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=1024,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def tiny_config(
+    arch: Arch,
+    vocab_size: int,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    max_positions: int = 128,
+    tie_word_embeddings: bool = False,
+    pad_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+) -> PretrainedConfig:
+    """Return a tiny config of a real architecture.
+
+    Dropout is switched off everywhere so that training is deterministic under a seed and
+    converges in few steps. GPT-2 has no grouped-query attention, so ``kv_heads`` is ignored
+    there. ``tie_word_embeddings`` lets tests cover the tied-weights case that merging code must
+    handle (one tensor reachable under two names). Special token ids default to ``None``
+    rather than the architecture's hub defaults (e.g. GPT-2's 50256), which would point
+    outside a tiny vocabulary.
+    """
+    ids: dict[str, Any] = {
+        "pad_token_id": pad_token_id,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+    }
+    if hidden % heads != 0:
+        raise ValueError(f"hidden={hidden} must be divisible by heads={heads}")
+    if arch in ("llama", "qwen2"):
+        if heads % kv_heads != 0:
+            raise ValueError(f"heads={heads} must be divisible by kv_heads={kv_heads}")
+        common: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "intermediate_size": intermediate,
+            "max_position_embeddings": max_positions,
+            "tie_word_embeddings": tie_word_embeddings,
+            "attention_dropout": 0.0,
+            "dtype": "float32",
+            **ids,
+        }
+        if arch == "llama":
+            return LlamaConfig(**common)
+        return Qwen2Config(**common, use_sliding_window=False)
+    if arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            n_inner=intermediate,
+            n_positions=max_positions,
+            tie_word_embeddings=tie_word_embeddings,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            dtype="float32",
+            **ids,
+        )
+    raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+
+
+def build_random_model(
+    arch: Arch, tokenizer: PreTrainedTokenizerFast, *, seed: int, **kw: Any
+) -> PreTrainedModel:
+    """Build a randomly initialised float32 causal LM whose special ids match ``tokenizer``.
+
+    The special token ids are copied into both the model config and its generation config so
+    that ``model.generate`` pads and stops correctly without extra arguments, and so that the
+    saved directory is self-describing. ``kw`` goes to :func:`tiny_config`.
+    """
+    config = tiny_config(
+        arch,
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **kw,
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    gen = model.generation_config
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Skills and data
+# --------------------------------------------------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _word(rng: random.Random, lo: int = 2, hi: int = 5) -> str:
+    return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(lo, hi)))
+
+
+def _sample(skill: str, rng: random.Random) -> dict[str, str]:
+    if skill == "copy":
+        w = _word(rng)
+        return {"prompt": f"copy {w}=", "target": w}
+    if skill == "rev":
+        w = _word(rng)
+        return {"prompt": f"rev {w}=", "target": w[::-1]}
+    if skill == "add":
+        a, b = rng.randint(0, 29), rng.randint(0, 29)
+        return {"prompt": f"{a}+{b}=", "target": str(a + b)}
+    raise ValueError(f"unknown skill {skill!r}; expected one of {SKILLS}")
+
+
+def make_samples(skill: str, n: int, seed: int) -> list[dict[str, str]]:
+    """Return ``n`` seeded ``{"prompt", "target"}`` samples of one skill.
+
+    Skills have visibly different prompt formats (``copy abc=`` → ``abc``, ``rev abc=`` →
+    ``cba``, ``12+7=`` → ``19``) so that an expert's advantage is attributable to its skill.
+    The generator is seeded with ``(skill, seed)``, so two skills never share a random stream
+    and the same call always returns the same list.
+    """
+    if skill not in SKILLS:
+        raise ValueError(f"unknown skill {skill!r}; expected one of {SKILLS}")
+    rng = random.Random(f"{skill}:{seed}")
+    return [_sample(skill, rng) for _ in range(n)]
+
+
+def write_jsonl(path: Path, samples: Iterable[Mapping[str, Any]]) -> Path:
+    """Write samples one JSON object per line (the format the task loaders read)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for s in samples:
+            fh.write(json.dumps(dict(s), ensure_ascii=False) + "\n")
+    return path
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a file written by :func:`write_jsonl`."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding, training, evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerFast, prompt: str, *, chat: bool = False) -> list[int]:
+    """Token ids of a prompt, as plain text (``<s>`` + text) or through the chat template.
+
+    Training and evaluation both go through this function so the model sees at test time
+    exactly the prefix it was trained on.
+    """
+    if chat:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+    return list(tokenizer(prompt, add_special_tokens=True).input_ids)
+
+
+def _encode_pair(
+    tokenizer: PreTrainedTokenizerFast, sample: Mapping[str, str], *, chat: bool
+) -> tuple[list[int], list[int]]:
+    """Return (input ids, labels) with the prompt masked by -100 and eos appended."""
+    p = encode_prompt(tokenizer, sample["prompt"], chat=chat)
+    t = list(tokenizer(sample["target"], add_special_tokens=False).input_ids)
+    t.append(int(tokenizer.eos_token_id))
+    return p + t, [-100] * len(p) + t
+
+
+def _collate(
+    rows: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Left-pad a batch and derive position ids from the attention mask.
+
+    Explicit position ids make every sequence start at position 0 whatever its padding, so
+    results do not depend on which other samples share the batch (and match what
+    ``generate`` computes for left-padded prompts).
+    """
+    width = max(len(ids) for ids, _ in rows)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    lab_t = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask_t = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, labels) in enumerate(rows):
+        n = len(ids)
+        ids_t[i, width - n :] = torch.tensor(ids)
+        lab_t[i, width - n :] = torch.tensor(labels)
+        mask_t[i, width - n :] = 1
+    pos_t = (mask_t.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids_t, "attention_mask": mask_t, "position_ids": pos_t, "labels": lab_t}
+
+
+def _token_logprobs(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Log-probability of each next token (shifted), 0 where the label is -100."""
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    ).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked * (labels != -100)
+
+
+def train_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    samples: Sequence[Mapping[str, str]],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    chat_fraction: float = 0.0,
+    warmup_frac: float = 0.1,
+    weight_decay: float = 0.0,
+) -> list[float]:
+    """Fine-tune ``model`` in place on prompt→target samples; return the per-step loss.
+
+    A plain AdamW loop (not ``Trainer``) keeps it fast, dependency-free and deterministic: the
+    model's own randomness uses ``torch.manual_seed(seed)`` and batches are drawn epoch by
+    epoch from ``torch.randperm`` with a dedicated ``torch.Generator``. The loss covers only the
+    target tokens and the final eos, so the model learns to answer and then stop, not to
+    reproduce prompts. ``chat_fraction`` of the samples (fixed per sample, seeded) are wrapped
+    in the chat template so the model answers whether or not callers use the template. The
+    learning rate warms up linearly and then follows a cosine decay to 10 %.
+    """
+    if steps <= 0 or not samples:
+        return []
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    chat_rng = random.Random(f"chat:{seed}")
+    encoded = [
+        _encode_pair(tokenizer, s, chat=chat_rng.random() < chat_fraction) for s in samples
+    ]
+    pad_id = int(tokenizer.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, int(steps * warmup_frac))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    model.train()
+    losses: list[float] = []
+    order: list[int] = []
+    for step in range(steps):
+        if len(order) < batch_size:
+            order.extend(torch.randperm(len(encoded), generator=gen).tolist())
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = _collate([encoded[i] for i in idx], pad_id)
+        tok_lp = _token_logprobs(model, batch)
+        n_tok = (batch["labels"][:, 1:] != -100).sum().clamp(min=1)
+        loss = -tok_lp.sum() / n_tok
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def target_likelihood(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    samples: Sequence[Mapping[str, str]],
+    *,
+    chat: bool = False,
+    batch_size: int = 128,
+) -> float:
+    """Geometric-mean probability of the target tokens (and the closing eos) given the prompt.
+
+    This is ``exp(mean log p)`` pooled over every target token of every sample: a smooth
+    quality score in (0, 1] that needs no generation, which makes it a cheap, noise-free way to
+    check that an expert beats the base on its skill.
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    encoded = [_encode_pair(tokenizer, s, chat=chat) for s in samples]
+    for start in range(0, len(encoded), batch_size):
+        batch = _collate(encoded[start : start + batch_size], int(tokenizer.pad_token_id))
+        total += float(_token_logprobs(model, batch).sum())
+        count += int((batch["labels"][:, 1:] != -100).sum())
+    if was_training:
+        model.train()
+    return math.exp(total / max(1, count))
+
+
+@torch.no_grad()
+def exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    samples: Sequence[Mapping[str, str]],
+    *,
+    chat: bool = False,
+    batch_size: int = 128,
+    max_new_tokens: int = 8,
+) -> float:
+    """Fraction of samples whose greedy completion (up to eos) equals the target exactly.
+
+    This is the discrete metric a task would report; it goes through ``model.generate`` with
+    left padding, i.e. the same path an inference engine takes.
+    """
+    model.eval()
+    hits = 0
+    pad_id = int(tokenizer.pad_token_id)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        rows = [(encode_prompt(tokenizer, s["prompt"], chat=chat), []) for s in chunk]
+        width = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (r, _) in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        hits += sum(t == s["target"] for t, s in zip(texts, chunk, strict=True))
+    return hits / max(1, len(samples))
+
+
+# --------------------------------------------------------------------------------------------
+# Suite
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TinySuite:
+    """Where a built tiny base/experts family lives, plus how well each model does.
+
+    ``likelihoods[model][skill]`` is :func:`target_likelihood` on the held-out data of
+    ``skill``; ``model`` is ``"base"`` or a skill name (that skill's expert).
+    """
+
+    root: Path
+    arch: str
+    skills: tuple[str, ...]
+    base: Path
+    experts: dict[str, Path]
+    data: dict[str, Path]
+    params: dict[str, Any]
+    likelihoods: dict[str, dict[str, float]] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    @property
+    def tokenizer(self) -> Path:
+        """Directory holding the shared tokenizer (every model dir also has a copy)."""
+        return self.base
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialise with paths relative to ``root`` so the directory can be moved."""
+
+        def rel(p: Path) -> str:
+            return p.relative_to(self.root).as_posix()
+
+        return {
+            "format": _SUITE_FORMAT,
+            "arch": self.arch,
+            "skills": list(self.skills),
+            "base": rel(self.base),
+            "tokenizer": rel(self.tokenizer),
+            "experts": {k: rel(v) for k, v in self.experts.items()},
+            "data": {k: rel(v) for k, v in self.data.items()},
+            "params": self.params,
+            "likelihoods": self.likelihoods,
+            "build_seconds": self.build_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, root: Path, obj: Mapping[str, Any]) -> TinySuite:
+        """Inverse of :meth:`to_json` for a suite stored under ``root``."""
+        root = Path(root)
+        return cls(
+            root=root,
+            arch=str(obj["arch"]),
+            skills=tuple(obj["skills"]),
+            base=root / obj["base"],
+            experts={k: root / v for k, v in obj["experts"].items()},
+            data={k: root / v for k, v in obj["data"].items()},
+            params=dict(obj["params"]),
+            likelihoods={k: dict(v) for k, v in obj.get("likelihoods", {}).items()},
+            build_seconds=float(obj.get("build_seconds", 0.0)),
+        )
+
+    @classmethod
+    def load(cls, root: Path) -> TinySuite:
+        """Read ``root/suite.json``."""
+        root = Path(root)
+        return cls.from_json(root, json.loads((root / "suite.json").read_text(encoding="utf-8")))
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+
+
+def build_tiny_suite(
+    out_dir: Path,
+    *,
+    arch: Arch = "llama",
+    seed: int = 0,
+    base_steps: int = 150,
+    expert_steps: int = 300,
+    n_train: int = 2000,
+    n_eval: int = 200,
+    tie_word_embeddings: bool = False,
+    lr: float = 3e-3,
+    expert_lr: float = 1e-3,
+    batch_size: int = 32,
+    chat_fraction: float = 0.0,
+    skills: Sequence[str] = SKILLS,
+) -> TinySuite:
+    """Build (or reuse) a base model and one fine-tuned expert per skill under ``out_dir``.
+
+    Layout::
+
+        out_dir/suite.json               paths (relative), parameters, likelihood table
+        out_dir/base/                    weights (safetensors) + tokenizer
+        out_dir/experts/<skill>/         weights (safetensors) + tokenizer
+        out_dir/data/<skill>.jsonl       held-out evaluation samples
+
+    The base is a random model trained briefly on a mixture of all skills, so it knows the
+    formats but is weak at each; each expert continues from the base on its own skill only,
+    with a smaller learning rate, so experts stay close to the base (useful task vectors) yet
+    clearly beat the base and the other experts on their skill. Evaluation samples use a
+    different seed than training, and any training sample whose prompt also appears in the
+    evaluation set is dropped, so the reported likelihoods are on unseen prompts.
+
+    If ``out_dir/suite.json`` already records the same parameters, the suite is returned
+    without rebuilding; otherwise everything is rebuilt (``suite.json`` is written last, so an
+    interrupted build is never mistaken for a finished one).
+    """
+    out_dir = Path(out_dir)
+    skills = tuple(skills)
+    params: dict[str, Any] = {
+        "format": _SUITE_FORMAT,
+        "arch": arch,
+        "seed": seed,
+        "base_steps": base_steps,
+        "expert_steps": expert_steps,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "tie_word_embeddings": tie_word_embeddings,
+        "lr": lr,
+        "expert_lr": expert_lr,
+        "batch_size": batch_size,
+        "chat_fraction": chat_fraction,
+        "skills": list(skills),
+    }
+    manifest = out_dir / "suite.json"
+    if manifest.is_file():
+        try:
+            cached = TinySuite.load(out_dir)
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = None
+        if (
+            cached is not None
+            and cached.params == params
+            and all(
+                (p / "config.json").is_file() for p in (cached.base, *cached.experts.values())
+            )
+            and all(p.is_file() for p in cached.data.values())
+        ):
+            return cached
+        manifest.unlink()
+
+    t0 = time.perf_counter()
+    tokenizer = build_char_tokenizer()
+
+    # Held-out evaluation data first, so training data can exclude its prompts.
+    eval_sets = {s: make_samples(s, n_eval, seed=seed + 1_000_003) for s in skills}
+    data_paths = {s: write_jsonl(out_dir / "data" / f"{s}.jsonl", eval_sets[s]) for s in skills}
+    held_out = {x["prompt"] for samples in eval_sets.values() for x in samples}
+
+    def train_set(skill: str, n: int, data_seed: int) -> list[dict[str, str]]:
+        return [x for x in make_samples(skill, n, data_seed) if x["prompt"] not in held_out]
+
+    # Base: a weak generalist over the mixture of all skills.
+    model = build_random_model(arch, tokenizer, seed=seed, tie_word_embeddings=tie_word_embeddings)
+    mixture = [x for i, s in enumerate(skills) for x in train_set(s, n_train, seed + 17 * i)]
+    train_lm(
+        model,
+        tokenizer,
+        mixture,
+        steps=base_steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        chat_fraction=chat_fraction,
+    )
+    base_dir = out_dir / "base"
+    _save(model, tokenizer, base_dir)
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    likelihoods: dict[str, dict[str, float]] = {
+        "base": {s: target_likelihood(model, tokenizer, eval_sets[s]) for s in skills}
+    }
+    expert_dirs: dict[str, Path] = {}
+    for i, skill in enumerate(skills):
+        expert = build_random_model(
+            arch, tokenizer, seed=seed, tie_word_embeddings=tie_word_embeddings
+        )
+        expert.load_state_dict(base_state)
+        train_lm(
+            expert,
+            tokenizer,
+            train_set(skill, n_train, seed + 101 + 17 * i),
+            steps=expert_steps,
+            lr=expert_lr,
+            batch_size=batch_size,
+            seed=seed + 1 + i,
+            chat_fraction=chat_fraction,
+        )
+        expert_dirs[skill] = out_dir / "experts" / skill
+        _save(expert, tokenizer, expert_dirs[skill])
+        likelihoods[skill] = {s: target_likelihood(expert, tokenizer, eval_sets[s]) for s in skills}
+
+    suite = TinySuite(
+        root=out_dir,
+        arch=arch,
+        skills=skills,
+        base=base_dir,
+        experts=expert_dirs,
+        data=data_paths,
+        params=params,
+        likelihoods=likelihoods,
+        build_seconds=round(time.perf_counter() - t0, 3),
+    )
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(suite.to_json(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(manifest)
+    return suite

@@ -1,0 +1,327 @@
+"""The CycleQD loop: seed the archives with the experts, then cycle through the tasks.
+
+Generation ``g`` works on archive ``q = g mod K``: two parents are sampled from it, crossed over,
+mutated along task ``q``'s expert basis, evaluated on every task, and inserted into every archive
+whose cell the child wins. All randomness of generation ``g`` derives from ``(seed, g)``, and the
+run directory is committed after every generation, so a crashed run resumes to the exact result of
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.aggregate import final_genome, softmax_weights
+from cycleqd.merging.basis import ExpertBasis
+from cycleqd.merging.crossover import crossover
+from cycleqd.merging.genome import Genome, expert_genome
+from cycleqd.merging.materialise import Materialiser
+from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
+from cycleqd.search.archive import TaskArchive
+from cycleqd.search.sampling import sample_parents
+from cycleqd.search.store import RunStore
+from cycleqd.tasks.base import Task, TaskResult
+
+
+@dataclass
+class SearchSettings:
+    """What the loop needs from the config, free of any file or model specifics."""
+
+    generations: int
+    seed: int = 0
+    sampler: str = "elite"
+    alpha_low: float = 0.5
+    alpha_high: float = 0.8
+    crossover_mean: float = 1.0
+    crossover_std: float = 0.01
+    crossover_per_layer: bool = False
+    mutation: str = "svd"
+    w_max: float = 0.1
+    mutation_std: float = 3e-4
+    final_temperature: float = 1.0
+    bc_ranges: Sequence[tuple[float, float] | str] = ()
+    bc_bins: Sequence[int] = ()
+    plot_every: int = 50
+
+
+def generation_rngs(seed: int, generation: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Independent generators for parent sampling and for the operators of one generation.
+
+    Keyed by ``(seed, generation)`` rather than drawn from one running stream, so any generation
+    can be redone after a crash without replaying the ones before it.
+    """
+    seq = np.random.SeedSequence([seed, generation])
+    sampling_seq, operator_seq = seq.spawn(2)
+    torch_rng = torch.Generator().manual_seed(int(operator_seq.generate_state(1, np.uint64)[0] >> 1))
+    return np.random.default_rng(sampling_seq), torch_rng
+
+
+def auto_range(expert_scores: Sequence[float]) -> tuple[float, float]:
+    """The paper's BC range: 85% of the weakest expert's score to 115% of the strongest.
+
+    When every expert scores the same (often 0 on a hard task) the rule yields an empty range;
+    then the full score range [0, 1] is used.
+    """
+    low, high = 0.85 * min(expert_scores), 1.15 * max(expert_scores)
+    if high - low < 1e-9:
+        return (0.0, 1.0)
+    return (low, high)
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class CycleQD:
+    """One run of the search over a resident model.
+
+    Args:
+        basis: the experts' SVD bases.
+        materialiser: writes a genome's weights into the resident model.
+        engine: what the tasks evaluate (holds the resident model).
+        tasks: the K tasks; archive k uses task k's score as quality.
+        task_experts: for each task, the index of the expert whose basis mutation follows.
+        settings: loop settings.
+        store: the run directory.
+        export: called with the final genome once materialised; writes the final model.
+        progress: receives an event dict after each step (for progress bars and logs).
+    """
+
+    def __init__(
+        self,
+        *,
+        basis: ExpertBasis,
+        materialiser: Materialiser,
+        engine: Any,
+        tasks: Sequence[Task],
+        task_experts: Sequence[int],
+        settings: SearchSettings,
+        store: RunStore,
+        export: Callable[[Genome], str | None] | None = None,
+        progress: ProgressFn | None = None,
+        plot: Callable[[RunStore, list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        if len(tasks) < 2:
+            raise CycleQDError("CycleQD needs at least two tasks (one archive per task)")
+        self.basis = basis
+        self.materialiser = materialiser
+        self.engine = engine
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in self.tasks]
+        self.task_experts = list(task_experts)
+        self.settings = settings
+        self.store = store
+        self.export = export
+        self.progress = progress or (lambda event: None)
+        self.plot = plot
+        self.archives: list[TaskArchive] = []
+        self.state: dict[str, Any] = {}
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, genome: Genome) -> tuple[dict[str, float], dict[str, TaskResult]]:
+        """Materialise ``genome`` into the resident model and score it on every task."""
+        self.materialiser.load(genome)
+        results = {task.name: task.evaluate(self.engine) for task in self.tasks}
+        return {name: r.quality for name, r in results.items()}, results
+
+    # -- phases ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) to completion; returns the summary."""
+        state = self.store.load_state()
+        if state is None or state.get("phase") == "seeding":
+            state = self._seed()
+        self._restore(state)
+        done = int(self.state["generations_done"])
+        self.store.repair_metrics(done)
+        self.store.prune_individuals(self._referenced())
+        for generation in range(done, self.settings.generations):
+            self._generation(generation)
+        if self.state["phase"] != "done":
+            self._final()
+        summary = self.summary()
+        self.store.write_summary(summary)
+        if self.plot is not None:
+            self.plot(self.store, [a.to_json() for a in self.archives])
+        return summary
+
+    def _seed(self) -> dict[str, Any]:
+        """Evaluate every expert on every task, fix the BC ranges, seed all archives."""
+        expert_scores: dict[str, dict[str, float]] = {}
+        for e, name in enumerate(self.basis.experts):
+            self.progress({"phase": "seeding", "expert": name, "index": e})
+            genome = expert_genome(self.basis, e)
+            self.store.save_individual(f"expert-{name}", genome)
+            expert_scores[name], _ = self.evaluate(genome)
+        ranges: dict[str, list[float]] = {}
+        for t, task in enumerate(self.task_names):
+            spec = self.settings.bc_ranges[t] if self.settings.bc_ranges else "auto"
+            if spec == "auto":
+                spec = auto_range([s[task] for s in expert_scores.values()])
+            ranges[task] = [float(spec[0]), float(spec[1])]
+        bins = {
+            task: int(self.settings.bc_bins[t]) if self.settings.bc_bins else 15
+            for t, task in enumerate(self.task_names)
+        }
+        archives = []
+        for task in self.task_names:
+            bc_tasks = [t for t in self.task_names if t != task]
+            archive = TaskArchive(
+                task=task,
+                bc_tasks=bc_tasks,
+                ranges=[tuple(ranges[t]) for t in bc_tasks],
+                bins=[bins[t] for t in bc_tasks],
+            )
+            for name, scores in expert_scores.items():
+                archive.add(f"expert-{name}", scores)
+            archives.append(archive.to_json())
+        scores = {f"expert-{n}": s for n, s in expert_scores.items()}
+        state = {
+            "phase": "search",
+            "basis": self.basis.fingerprint,
+            "tasks": self.task_names,
+            "experts": self.basis.experts,
+            "expert_scores": expert_scores,
+            "bc_ranges": ranges,
+            "generations_done": 0,
+            "archives": archives,
+            "scores": scores,
+            "final": None,
+        }
+        self.store.commit(state)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("tasks") != self.task_names or state.get("experts") != self.basis.experts:
+            raise CycleQDError(
+                f"{self.store.state_path}: the run was made with tasks {state.get('tasks')} and "
+                f"experts {state.get('experts')}, the config now has {self.task_names} and "
+                f"{self.basis.experts}"
+            )
+        if self.basis.fingerprint and state.get("basis") != self.basis.fingerprint:
+            raise CycleQDError(
+                f"{self.store.state_path}: the base or expert checkpoints changed since this run "
+                "started (their content hash differs); resume needs the same checkpoints"
+            )
+        try:
+            self.archives = [TaskArchive.from_json(a) for a in state["archives"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CycleQDError(f"{self.store.state_path}: corrupted archives ({exc})") from exc
+        self.state = state
+
+    def _referenced(self) -> set[str]:
+        keep = {e.id for a in self.archives for e in a.elites()}
+        keep |= {f"expert-{n}" for n in self.basis.experts}
+        if self.state.get("final"):
+            keep.add("final")
+        return keep
+
+    def _generation(self, generation: int) -> None:
+        started = time.perf_counter()
+        s = self.settings
+        q = generation % len(self.tasks)
+        archive = self.archives[q]
+        sampling_rng, operator_rng = generation_rngs(s.seed, generation)
+        p1, p2 = sample_parents(
+            archive.elites(),
+            sampling_rng,
+            kind=s.sampler,
+            alpha_low=s.alpha_low,
+            alpha_high=s.alpha_high,
+        )
+        child, weights = crossover(
+            self.store.load_individual(p1.id),
+            self.store.load_individual(p2.id),
+            operator_rng,
+            mean=s.crossover_mean,
+            std=s.crossover_std,
+            per_layer=s.crossover_per_layer,
+        )
+        if s.mutation == "svd":
+            child = svd_mutation(child, self.basis, self.task_experts[q], operator_rng, w_max=s.w_max)
+        elif s.mutation == "gaussian":
+            child = gaussian_mutation(child, self.basis, operator_rng, std=s.mutation_std)
+        child_id = f"g{generation:06d}"
+        self.store.save_individual(child_id, child)
+        scores, _ = self.evaluate(child)
+        inserted = {a.task: a.add(child_id, scores) for a in self.archives}
+        stats = {a.task: a.stats() for a in self.archives}
+        self.state["scores"][child_id] = scores
+        line = {
+            "generation": generation,
+            "task": self.task_names[q],
+            "parents": [p1.id, p2.id],
+            "crossover_weights": weights.get("model", None),
+            "child": child_id,
+            "scores": scores,
+            "inserted": inserted,
+            "best_quality": {t: st["best_quality"] for t, st in stats.items()},
+            "qd_score": {t: st["qd_score"] for t, st in stats.items()},
+            "coverage": {t: st["coverage"] for t, st in stats.items()},
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+        self.store.append_metrics(line)
+        self.state["generations_done"] = generation + 1
+        self.state["archives"] = [a.to_json() for a in self.archives]
+        keep = self._referenced()
+        self.state["scores"] = {k: v for k, v in self.state["scores"].items() if k in keep}
+        self.store.commit(self.state)
+        self.store.prune_individuals(keep)
+        self.progress({"phase": "search", **line})
+        if s.plot_every and self.plot is not None and (generation + 1) % s.plot_every == 0:
+            self.plot(self.store, [a.to_json() for a in self.archives])
+
+    def _final(self) -> None:
+        """Merge the best elite of each archive (softmax of their qualities) and evaluate it."""
+        self.progress({"phase": "final"})
+        bests = [a.best() for a in self.archives]
+        qualities = [b.quality for b in bests]
+        genome = final_genome(
+            [self.store.load_individual(b.id) for b in bests],
+            qualities,
+            self.settings.final_temperature,
+        )
+        self.store.save_individual("final", genome)
+        scores, results = self.evaluate(genome)
+        model_path = self.export(genome) if self.export is not None else None
+        self.store.write_json(
+            "final/records.json",
+            {name: {"quality": r.quality, "records": r.records} for name, r in results.items()},
+        )
+        self.state["final"] = {
+            "elites": [b.id for b in bests],
+            "beta": softmax_weights(qualities, self.settings.final_temperature),
+            "scores": scores,
+            "model": model_path,
+        }
+        self.state["phase"] = "done"
+        self.store.commit(self.state)
+
+    # -- reporting -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return summarise(self.state, self.archives)
+
+
+def summarise(state: dict[str, Any], archives: Sequence[TaskArchive]) -> dict[str, Any]:
+    """``summary.json``: progress, best quality per task, QD statistics, the final model."""
+    best: dict[str, dict[str, Any]] = {}
+    for a in archives:
+        elite = a.best()
+        best[a.task] = {"quality": elite.quality, "individual": elite.id}
+    return {
+        "generations_done": state["generations_done"],
+        "phase": state["phase"],
+        "expert_scores": state["expert_scores"],
+        "bc_ranges": state["bc_ranges"],
+        "best_quality": {t: b["quality"] for t, b in best.items()},
+        "best_individual": {t: b["individual"] for t, b in best.items()},
+        "archives": {
+            a.task: {k: v for k, v in a.stats().items() if k != "best_quality"} for a in archives
+        },
+        "final": state.get("final"),
+    }

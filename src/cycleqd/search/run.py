@@ -1,0 +1,184 @@
+"""Wiring a config into a search: checkpoints, bases, engine, tasks and the run directory.
+
+This is the only module that knows both the config file and the concrete model engine; the loop
+itself (``loop.py``) works on any model and any task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cycleqd.config import RunConfig, dump_config, load_config
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
+from cycleqd.merging.genome import Genome
+from cycleqd.merging.materialise import Materialiser
+from cycleqd.merging.sources import SafetensorsSource, check_compatible
+from cycleqd.models.engine import HFEngine
+from cycleqd.search.archive import TaskArchive
+from cycleqd.search.loop import CycleQD, ProgressFn, SearchSettings, summarise
+from cycleqd.search.store import RunStore
+from cycleqd.tasks import build_task
+
+
+def settings_from_config(config: RunConfig) -> SearchSettings:
+    s = config.search
+    return SearchSettings(
+        generations=s.generations,
+        seed=config.seed,
+        sampler=s.sampler.kind,
+        alpha_low=s.sampler.alpha_low,
+        alpha_high=s.sampler.alpha_high,
+        crossover_mean=s.crossover.mean,
+        crossover_std=s.crossover.std,
+        crossover_per_layer=s.crossover.per_layer,
+        mutation=s.mutation.kind,
+        w_max=s.mutation.w_max,
+        mutation_std=s.mutation.std,
+        final_temperature=s.final_temperature,
+        bc_ranges=[t.bc.range for t in config.tasks],
+        bc_bins=[t.bc.bins for t in config.tasks],
+        plot_every=s.plot_every,
+    )
+
+
+class Session:
+    """Everything a run needs in memory: built once per process."""
+
+    def __init__(self, config: RunConfig, progress: ProgressFn | None = None) -> None:
+        self.config = config
+        task_experts = config.task_experts()
+        self.tasks = [
+            build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)
+        ]
+        self.base = SafetensorsSource(config.base_model)
+        self.experts = {e.name: SafetensorsSource(e.path) for e in config.experts}
+        check_compatible(self.base, self.experts)
+        emit = progress or (lambda event: None)
+
+        def on_tensor(done: int, total: int, name: str) -> None:
+            emit({"phase": "basis", "done": done, "total": total, "tensor": name})
+
+        self.basis: ExpertBasis = load_or_build_basis(
+            self.base,
+            self.experts,
+            energy=config.basis.energy,
+            rtol=config.basis.rtol,
+            cache_dir=config.basis.cache_dir,
+            device=config.basis.device,
+            progress=on_tensor,
+        )
+        emit({"phase": "engine"})
+        self.engine = HFEngine(
+            config.base_model,
+            device=config.engine.device,
+            dtype=config.engine.dtype,
+            batch_size=config.engine.batch_size,
+        )
+        self.materialiser = Materialiser(self.basis, self.base, self.engine.module, self.engine.device)
+        self.task_experts = task_experts
+
+    def export_genome(self, genome: Genome, out_dir: Path) -> str:
+        """Write ``genome`` as a Hugging Face model directory."""
+        self.materialiser.load(genome)
+        self.engine.save(out_dir)
+        return str(out_dir)
+
+
+def plot_run(store: RunStore, archives: list[dict[str, Any]]) -> None:
+    """Elite maps and progress curves into ``plots/`` (imported lazily: matplotlib is slow)."""
+    from cycleqd.report.plots import plot_archives, plot_progress
+
+    plot_archives(archives, store.plots_dir)
+    plot_progress(store.read_metrics(), store.plots_dir / "progress.png")
+
+
+def _search(session: Session, store: RunStore, progress: ProgressFn | None) -> dict[str, Any]:
+    search = CycleQD(
+        basis=session.basis,
+        materialiser=session.materialiser,
+        engine=session.engine,
+        tasks=session.tasks,
+        task_experts=session.task_experts,
+        settings=settings_from_config(session.config),
+        store=store,
+        export=lambda genome: session.export_genome(genome, store.final_dir),
+        progress=progress,
+        plot=plot_run,
+    )
+    return search.run()
+
+
+def start_run(
+    config: RunConfig, out: Path, *, force: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """A new run in ``out``; refuses to touch an existing run directory without ``force``."""
+    store = RunStore(out)
+    if store.root.exists() and any(store.root.iterdir()) and not force:
+        store.create(dump_config(config))  # raises the "already exists" error
+    session = Session(config, progress)  # validate everything before touching the directory
+    store.create(dump_config(config), force=force)
+    return _search(session, store, progress)
+
+
+def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:
+    store = RunStore(run_dir)
+    if not store.root.is_dir():
+        raise CycleQDError(f"run directory not found: {run_dir}")
+    if not store.config_path.is_file():
+        raise CycleQDError(f"{store.config_path}: missing; {run_dir} is not a cycleqd run directory")
+    return store, load_config(store.config_path)
+
+
+def resume_run(run_dir: Path, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Continue a run from its last committed generation."""
+    store, config = open_run(run_dir)
+    store.load_state()  # fail early on a corrupted state file, before loading models
+    return _search(Session(config, progress), store, progress)
+
+
+def _archives(store: RunStore) -> tuple[dict[str, Any], list[TaskArchive]]:
+    state = store.load_state()
+    if state is None:
+        raise CycleQDError(f"{store.state_path}: missing; the run has not finished seeding")
+    try:
+        return state, [TaskArchive.from_json(a) for a in state["archives"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CycleQDError(f"{store.state_path}: corrupted archives ({exc})") from exc
+
+
+def export_run(
+    run_dir: Path, out: Path, *, best_of: str | None = None, final: bool = False, force: bool = False
+) -> Path:
+    """Export the final model or the best elite of one task's archive as an HF directory."""
+    if (best_of is None) == (not final):
+        raise CycleQDError("export needs exactly one of --best-of TASK or --final")
+    store, config = open_run(run_dir)
+    state, archives = _archives(store)
+    if final:
+        if not state.get("final"):
+            raise CycleQDError(f"{run_dir}: the run has no final model yet; resume it first")
+        individual = "final"
+    else:
+        names = [a.task for a in archives]
+        if best_of not in names:
+            raise CycleQDError(f"no task named {best_of!r} in this run (tasks: {', '.join(names)})")
+        individual = archives[names.index(best_of)].best().id
+    if out.exists() and any(out.iterdir()) and not force:
+        raise CycleQDError(f"{out} already exists; use --force to overwrite it")
+    genome = store.load_individual(individual)
+    session = Session(config)
+    session.export_genome(genome, out)
+    return out
+
+
+def report_run(run_dir: Path) -> dict[str, Any]:
+    """Re-draw the plots and rewrite ``summary.json`` from the stored state."""
+    store, _ = open_run(run_dir)
+    state, archives = _archives(store)
+    summary = summarise(state, archives)
+    store.write_summary(summary)
+    plot_run(store, [a.to_json() for a in archives])
+    return summary
+
