@@ -24,10 +24,10 @@ def layer_of(name: str) -> str:
 
 def _draw(rng: torch.Generator, mean: float, std: float) -> tuple[float, float]:
     w = torch.normal(mean, std, size=(2,), generator=rng) if std > 0 else torch.full((2,), mean)
-    total = float(w.sum())
-    if abs(total) < 1e-12:
+    w1, w2 = float(w[0]), float(w[1])
+    if abs(w1 + w2) < 1e-12:
         raise ValueError("crossover weights sum to zero; use a non-zero mean")
-    return float(w[0]) / total, float(w[1]) / total
+    return w1 / (w1 + w2), w2 / (w1 + w2)
 
 
 def crossover(

@@ -161,7 +161,7 @@ class DictSource:
         for name in sorted(self._state):
             tensor = self._state[name].contiguous().cpu()
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
 

@@ -252,7 +252,7 @@ def _sample(skill: str, rng: random.Random) -> dict[str, str]:
         w = _word(rng)
         return {"prompt": f"rev {w}=", "target": w[::-1]}
     if skill == "add":
-        a, b = rng.randint(0, 29), rng.randint(0, 29)
+        a, b = rng.randint(0, 19), rng.randint(0, 19)
         return {"prompt": f"{a}+{b}=", "target": str(a + b)}
     raise ValueError(f"unknown skill {skill!r}; expected one of {SKILLS}")
 

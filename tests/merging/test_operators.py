@@ -1,0 +1,108 @@
+"""Crossover, mutation and the final merge, each checked against a hand computation in weight
+space (dense task vectors and their SVDs), not against the genome arithmetic it implements."""
+
+from __future__ import annotations
+
+import torch
+
+from cycleqd.merging.aggregate import final_genome, softmax_weights
+from cycleqd.merging.basis import as_matrix, build_basis
+from cycleqd.merging.crossover import crossover, layer_of
+from cycleqd.merging.genome import expert_genome, task_vector
+from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
+from cycleqd.merging.sources import DictSource
+
+
+def setup(n_experts: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    base = {
+        "layers.0.w": torch.randn(10, 7, generator=gen),
+        "layers.1.w": torch.randn(7, 10, generator=gen),
+        "layers.1.conv": torch.randn(4, 2, 3, 3, generator=gen),
+        "norm": torch.randn(7, generator=gen),
+    }
+    experts = {
+        f"x{e}": {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+        for e in range(n_experts)
+    }
+    basis = build_basis(DictSource(base), {k: DictSource(v) for k, v in experts.items()})
+    taus = {e: {k: experts[e][k] - base[k] for k in base} for e in experts}
+    return base, experts, taus, basis
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
+    return bool((a - b).norm() <= tol * max(1.0, float(b.norm())))
+
+
+def test_crossover_matches_weight_space_merge() -> None:
+    _, _, taus, basis = setup()
+    rng = torch.Generator().manual_seed(7)
+    child, weights = crossover(expert_genome(basis, 0), expert_genome(basis, 2), rng, std=0.01)
+    w = torch.normal(1.0, 0.01, size=(2,), generator=torch.Generator().manual_seed(7))
+    w1, w2 = float(w[0]) / float(w[0] + w[1]), float(w[1]) / float(w[0] + w[1])
+    assert abs(weights["model"][0] - w1) < 1e-6 and abs(weights["model"][1] - w2) < 1e-6
+    for name in basis.names:
+        expected = w1 * taus["x0"][name] + w2 * taus["x2"][name]
+        assert close(task_vector(basis, child, name), expected), name
+
+
+def test_per_layer_crossover_uses_one_weight_pair_per_layer() -> None:
+    _, _, taus, basis = setup()
+    child, weights = crossover(
+        expert_genome(basis, 0), expert_genome(basis, 1), torch.Generator().manual_seed(3),
+        std=0.3, per_layer=True,
+    )
+    assert set(weights) == {"0", "1", "other"}
+    assert layer_of("layers.1.conv") == "1" and layer_of("norm") == "other"
+    for name in basis.names:
+        w1, w2 = weights[layer_of(name)]
+        assert abs(w1 + w2 - 1) < 1e-9
+        assert close(task_vector(basis, child, name), w1 * taus["x0"][name] + w2 * taus["x1"][name])
+    assert weights["0"] != weights["1"]
+
+
+def test_svd_mutation_matches_hand_svd() -> None:
+    _, _, taus, basis = setup()
+    parent = expert_genome(basis, 0)
+    active = 1
+    child = svd_mutation(parent, basis, active, torch.Generator().manual_seed(5), w_max=0.1)
+    # the same uniform draws, in the operator's documented order (sorted 2-D tensor names)
+    rng = torch.Generator().manual_seed(5)
+    for name in sorted(basis.matrices):
+        u_, s_, vh_ = torch.linalg.svd(as_matrix(taus["x1"][name]), full_matrices=False)
+        r = basis.matrices[name].slice(active).stop - basis.matrices[name].slice(active).start
+        u = torch.rand(r, generator=rng) * 0.1
+        mutation = (u_[:, :r] * (u * s_[:r])) @ vh_[:r]
+        expected = taus["x0"][name] + mutation.reshape(taus["x0"][name].shape)
+        assert close(task_vector(basis, child, name), expected, 1e-4), name
+        assert float(mutation.norm()) > 0
+    # 1-D tensors are not mutated
+    assert torch.equal(task_vector(basis, child, "norm"), task_vector(basis, parent, "norm"))
+
+
+def test_gaussian_mutation_adds_dense_noise() -> None:
+    _, _, taus, basis = setup()
+    parent = expert_genome(basis, 2)
+    child = gaussian_mutation(parent, basis, torch.Generator().manual_seed(1), std=0.01)
+    noise = torch.randn(basis.matrices["layers.0.w"].shape, generator=torch.Generator().manual_seed(1))
+    delta = task_vector(basis, child, "layers.0.w") - taus["x2"]["layers.0.w"]
+    assert close(delta, 0.01 * noise)
+    assert set(child.dense) == set(basis.names)
+    # a second mutation accumulates on the stored dense delta
+    grand = gaussian_mutation(child, basis, torch.Generator().manual_seed(2), std=0.01)
+    assert not torch.equal(grand.dense["norm"], child.dense["norm"])
+    # crossover carries dense deltas linearly
+    mixed, w = crossover(child, parent, torch.Generator().manual_seed(4), std=0.0)
+    assert w["model"] == (0.5, 0.5)
+    assert close(mixed.dense["norm"], 0.5 * child.dense["norm"])
+
+
+def test_final_merge_is_softmax_weighted_task_arithmetic() -> None:
+    _, _, taus, basis = setup()
+    q = [0.2, 0.5, 0.9]
+    beta = torch.softmax(torch.tensor(q, dtype=torch.float64) / 0.5, 0).tolist()
+    assert softmax_weights(q, 0.5) == beta
+    genome = final_genome([expert_genome(basis, e) for e in range(3)], q, temperature=0.5)
+    for name in basis.names:
+        expected = sum(b * taus[f"x{e}"][name] for e, b in enumerate(beta))
+        assert close(task_vector(basis, genome, name), expected)
