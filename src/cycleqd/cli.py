@@ -51,15 +51,19 @@ class RunProgress:
         )
         self.bar = self.progress.add_task("starting", total=total, info="")
         self.started = False
+        self.live = False
 
     def __enter__(self) -> RunProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if not self.live:  # started by the first event, so input errors print one line only
+            self.progress.start()
+            self.live = True
         phase = event.get("phase")
         if phase == "basis":
             self.progress.update(
@@ -127,10 +131,13 @@ def run(
 ) -> None:
     """Run a CycleQD search from a config."""
     from cycleqd.config import load_config
-    from cycleqd.search.run import start_run
+    from cycleqd.search.store import RunStore
 
     cfg = load_config(config, overrides=set_ or [])
     run_dir = out or Path("runs") / config.stem
+    RunStore(run_dir).ensure_new(force=force)  # before loading torch: a fast, clean refusal
+    from cycleqd.search.run import start_run
+
     started = time.perf_counter()
     summary = _run_with_progress(
         cfg.search.generations,

@@ -17,10 +17,14 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
 
 Prompt = str | list[dict[str, str]]
+
+# Our own progress bar reports loading; transformers' per-file bars would interleave with it.
+hf_logging.disable_progress_bar()
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

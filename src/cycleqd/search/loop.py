@@ -213,6 +213,8 @@ class CycleQD:
         except (KeyError, TypeError, ValueError) as exc:
             raise CycleQDError(f"{self.store.state_path}: corrupted archives ({exc})") from exc
         self.state = state
+        for individual in sorted(self._referenced() - {"final"}):
+            self.store.load_individual(individual)  # a damaged genome is named now, not mid-run
 
     def _referenced(self) -> set[str]:
         keep = {e.id for a in self.archives for e in a.elites()}

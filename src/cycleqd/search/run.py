@@ -115,8 +115,7 @@ def start_run(
 ) -> dict[str, Any]:
     """A new run in ``out``; refuses to touch an existing run directory without ``force``."""
     store = RunStore(out)
-    if store.root.exists() and any(store.root.iterdir()) and not force:
-        store.create(dump_config(config))  # raises the "already exists" error
+    store.ensure_new(force=force)
     session = Session(config, progress)  # validate everything before touching the directory
     store.create(dump_config(config), force=force)
     return _search(session, store, progress)

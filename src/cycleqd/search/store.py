@@ -77,14 +77,18 @@ class RunStore:
     def final_dir(self) -> Path:
         return self.root / "final"
 
+    def ensure_new(self, *, force: bool = False) -> None:
+        """Refuse to start over an existing non-empty directory unless ``force``."""
+        if self.root.exists() and any(self.root.iterdir()) and not force:
+            raise CycleQDError(
+                f"run directory {self.root} already exists; use --force to overwrite it "
+                f"or `cycleqd resume {self.root}` to continue it"
+            )
+
     def create(self, config_yaml: str, *, force: bool = False) -> None:
         """Start a fresh run directory; an existing non-empty one needs ``force``."""
-        if self.root.exists() and any(self.root.iterdir()):
-            if not force:
-                raise CycleQDError(
-                    f"run directory {self.root} already exists; use --force to overwrite it "
-                    f"or `cycleqd resume {self.root}` to continue it"
-                )
+        self.ensure_new(force=force)
+        if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_path, config_yaml)

@@ -1,0 +1,76 @@
+"""Builders shared by the tests: tiny real transformer families and task data, made locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+
+
+def perturbed_copy(model: torch.nn.Module, seed: int, *, rank: int | None, scale: float) -> dict:
+    """A fake expert: base weights plus a seeded task vector (low rank when ``rank`` is set)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.dim() == 2 and rank is not None:
+            b = torch.randn(tensor.shape[0], rank, generator=gen)
+            a = torch.randn(rank, tensor.shape[1], generator=gen)
+            delta = scale * (b @ a) / rank**0.5
+        else:
+            delta = scale * torch.randn(tensor.shape, generator=gen)
+        state[name] = tensor + delta
+    return state
+
+
+def write_model_family(root: Path, arch: str = "llama", *, n_experts: int = 3) -> dict:
+    """A base model directory and ``n_experts`` expert directories sharing its tokenizer."""
+    tok = build_char_tokenizer()
+    base = build_random_model(arch, tok, seed=0, hidden=32, intermediate=64, layers=2)
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    experts = {}
+    for i in range(n_experts):
+        name = f"e{i}"
+        model = build_random_model(arch, tok, seed=0, hidden=32, intermediate=64, layers=2)
+        model.load_state_dict(perturbed_copy(base, i + 1, rank=4 if i % 2 else None, scale=0.05))
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        experts[name] = root / name
+    return {"base": root / "base", "experts": experts}
+
+
+def write_tasks(root: Path) -> dict[str, Path]:
+    """Two small prompt/target files: enough for exact-match and likelihood tasks."""
+    files = {}
+    for task, pairs in {
+        "copy": [(f"copy {w}=", w) for w in ("ab", "cd", "efg", "hi")],
+        "add": [(f"{a}+{b}=", str(a + b)) for a, b in ((1, 2), (3, 4), (2, 2), (5, 1))],
+    }.items():
+        path = root / f"{task}.jsonl"
+        path.write_text("".join(json.dumps({"prompt": p, "target": t}) + "\n" for p, t in pairs))
+        files[task] = path
+    return files
+
+
+def base_config(family: dict, tmp: Path, generations: int = 4) -> dict:
+    """A complete run config (as YAML data) over the ``family`` fixture."""
+    return {
+        "seed": 0,
+        "base_model": str(family["base"]),
+        "experts": [
+            {"name": "copy", "path": str(family["experts"]["e0"])},
+            {"name": "add", "path": str(family["experts"]["e1"])},
+        ],
+        "tasks": [
+            {"name": "copy", "type": "likelihood", "params": {"data": str(family["data"]["copy"])},
+             "bc": {"bins": 5}},
+            {"name": "add", "type": "exact_match",
+             "params": {"data": str(family["data"]["add"]), "max_new_tokens": 3},
+             "bc": {"bins": 5}},
+        ],
+        "search": {"generations": generations},
+        "basis": {"cache_dir": str(tmp / "cache")},
+    }

@@ -1,0 +1,69 @@
+"""The resident HF engine: batched greedy generation, likelihoods, in-place weight swaps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.basis import build_basis
+from cycleqd.merging.genome import expert_genome
+from cycleqd.merging.materialise import Materialiser
+from cycleqd.merging.sources import SafetensorsSource
+from cycleqd.models.engine import HFEngine, _cut_at_stop
+
+from helpers import write_model_family
+
+PROMPTS = ["copy ab=", "1+2=", "rev abcdef=", "x"]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def arch_family(request, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp(request.param)
+    return write_model_family(root, request.param, n_experts=2)
+
+
+def test_batched_generation_equals_one_by_one(arch_family: dict) -> None:
+    engine = HFEngine(arch_family["base"], batch_size=3)
+    batched = engine.generate(PROMPTS, max_new_tokens=6, chat=False)
+    single = [engine.generate([p], max_new_tokens=6, chat=False)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(isinstance(x, str) for x in batched)
+    chat = engine.generate(PROMPTS[:2], max_new_tokens=4, chat=True)
+    assert len(chat) == 2
+
+
+def test_likelihood_is_a_probability(arch_family: dict) -> None:
+    engine = HFEngine(arch_family["base"], batch_size=2)
+    scores = engine.target_likelihood(PROMPTS, ["ab", "3", "fedcba", "y"])
+    assert all(0.0 < s < 1.0 for s in scores)
+    single = engine.target_likelihood(PROMPTS[2:3], ["fedcba"])
+    assert single[0] == pytest.approx(scores[2], rel=1e-4)
+
+
+def test_in_place_materialisation_matches_the_expert_checkpoint(arch_family: dict) -> None:
+    engine = HFEngine(arch_family["base"])
+    module_id = id(engine.module)
+    base = SafetensorsSource(arch_family["base"])
+    experts = {k: SafetensorsSource(v) for k, v in arch_family["experts"].items()}
+    basis = build_basis(base, experts)
+    mat = Materialiser(basis, base, engine.module, engine.device)
+    mat.load(expert_genome(basis, 1))
+    assert id(engine.module) == module_id
+    expert = AutoModelForCausalLM.from_pretrained(arch_family["experts"]["e1"]).eval()
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    with torch.no_grad():
+        ours = engine.module(input_ids=ids).logits
+        ref = expert(input_ids=ids).logits
+    assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_stop_strings_cut_output() -> None:
+    assert _cut_at_stop("ls -l\nAct: bash", ["\nAct"]) == "ls -l"
+    assert _cut_at_stop("abc", ["z"]) == "abc"
+
+
+def test_not_a_model_dir(tmp_path) -> None:
+    with pytest.raises(CycleQDError, match="no config.json"):
+        HFEngine(tmp_path)
