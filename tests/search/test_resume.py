@@ -1,0 +1,100 @@
+"""Crash safety: a run SIGKILLed at several points and resumed ends exactly like an
+uninterrupted run with the same seed (same archives, same final genome and model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from helpers import base_config
+from safetensors.torch import load_file
+
+from cycleqd.config import load_config
+from cycleqd.search.run import start_run
+
+GENERATIONS = 30
+
+
+def launch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cycleqd.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; False if it finished first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError("kill point never reached")
+
+
+def metrics_lines(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def archives(run: Path) -> list:
+    return json.loads((run / "state.json").read_text())["archives"]
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(family: dict, tmp_path: Path) -> None:
+    data = base_config(family, tmp_path, generations=GENERATIONS)
+    data["search"]["plot_every"] = 0
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+
+    reference = tmp_path / "reference"
+    start_run(load_config(config_path), reference)
+
+    run = tmp_path / "killed"
+    kill_points = [
+        ("seeding", lambda: (run / "individuals").is_dir()),
+        ("early search", lambda: metrics_lines(run) >= 3),
+        ("mid search", lambda: metrics_lines(run) >= 14),
+        ("late search", lambda: metrics_lines(run) >= GENERATIONS - 4),
+        ("final merge", lambda: (run / "individuals" / "final.safetensors").exists()),
+    ]
+    killed = []
+    proc = launch("run", str(config_path), "--out", str(run))
+    for name, ready in kill_points:
+        if kill_when(proc, ready):
+            killed.append(name)
+        proc = launch("resume", str(run))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert len(killed) >= 4, killed  # the kills really interrupted the run
+
+    assert archives(run) == archives(reference)
+    summary = json.loads((run / "summary.json").read_text())
+    ref_summary = json.loads((reference / "summary.json").read_text())
+    assert summary["final"]["scores"] == ref_summary["final"]["scores"]
+    assert summary["generations_done"] == GENERATIONS
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ref_lines = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [x["generation"] for x in lines] == list(range(GENERATIONS))
+    assert [x["scores"] for x in lines] == [x["scores"] for x in ref_lines]
+    ours = load_file(str(run / "individuals" / "final.safetensors"))
+    ref = load_file(str(reference / "individuals" / "final.safetensors"))
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)
+    ours = load_file(str(run / "final" / "model.safetensors"))
+    ref = load_file(str(reference / "final" / "model.safetensors"))
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)
+    assert not list((run / "individuals").glob("*.tmp"))
