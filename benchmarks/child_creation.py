@@ -14,26 +14,34 @@ dense path (the official CycleQD code's straightforward approach)
     ``sample`` the same way, ``load_parents`` (two full safetensors checkpoints), ``crossover``
     ``child = base + (w1 tau1 + w2 tau2) / (w1 + w2)`` in float32, ``mutate`` by adding
     ``U diag(u s) V^T`` of the active expert's task vector to every 2-D tensor (the expert's SVD is
-    precomputed and not timed: it is taken from the basis build, truncated to the rank that holds
-    all non-negligible singular values, which favours the dense path), ``save`` the child checkpoint
-    (``save_file``, no fsync; the fsync cost is reported apart as ``save_fsync_extra``) and
-    ``materialise`` it (``load_file`` + ``load_state_dict`` into the resident model).
+    precomputed and not timed: the factors of the basis under test are reused, which favours the
+    dense path), ``save`` the child checkpoint (``save_file``, no fsync; the fsync is reported apart
+    as ``save_fsync_extra``) and ``materialise`` it (``load_file`` + ``load_state_dict``).
 
-Both paths draw from the same per-generation random streams, so they build the same child; the
-first (untimed) repetition checks that the two resident models agree.
+Both paths draw from the same per-generation random streams, so they build the same child; an
+untimed warm-up child checks that the two resident models agree (``paths_agree_rel_err``).
 
 Two expert kinds: ``full`` (base + dense Gaussian noise on every tensor: full-rank task vectors,
 the genome path's worst case) and ``lora`` (base + rank-16 ``B @ A`` on every 2-D tensor, small
-dense noise on 1-D tensors: the package's default expert kind). Basis building (one SVD per expert
-and tensor) is a one-off cost per run and is reported apart. For the full-rank case the script
-also splits the genome path's materialise time into its parts (scaling ``U * c``, the product,
-adding the base, the copy into the model) and sweeps basis truncation by kept energy
-(``build_basis(energy=...)``), reporting materialise time and an expert's relative reconstruction
-error, plus two implementation variants the package could adopt (a fused ``addmm`` straight into
-the parameter, and bfloat16 products).
+dense noise on 1-D tensors: the package's default expert kind). Task vectors are 1e-3 of the
+weights' norm, like a fine-tune. The ``lora`` case runs with the package's default basis settings
+and again with ``rtol=1e-4``: at a fine-tune's scale the float32 rounding of ``expert - base`` puts
+singular values near 5e-6 of the largest, above the default ``rtol=1e-6``, so the default keeps
+every direction. Basis building (one SVD per expert and tensor) is a one-off cost per run,
+reported apart.
 
-Files are written to a temporary folder and read back while still in the page cache, which is the
-dense path's best case. Output: one JSON line on stdout; progress goes to stderr.
+For the full-rank case the script also splits the genome path's materialise time into its parts
+(scaling ``U * c``, the product, adding the base, the copy into the model) and sweeps truncation
+by kept energy (``energy`` of ``build_basis``), reporting materialise time and an expert's relative
+reconstruction error, plus two variants the package could adopt (a fused ``addmm`` written
+straight into the parameter, and bfloat16 products). Truncated bases are cut from the full one
+with the package's own ``keep_rank`` (what ``build_basis(energy=..., rtol=...)`` computes, checked
+against it on a few tensors), which saves a second SVD pass.
+
+Files are read back while still in the page cache, the dense path's best case. MKL/OpenMP threads
+spin-wait: if another process shares the cores, SVDs and products can slow down ten-fold, so run it
+on a quiet machine (or with ``OMP_WAIT_POLICY=PASSIVE``); the load averages are reported. Output:
+one JSON line on stdout; progress goes to stderr.
 
 Usage::
 
@@ -57,6 +65,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,12 +73,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cycleqd.merging.basis import ExpertBasis, build_basis
+from cycleqd.merging.basis import ExpertBasis, MatrixBasis, build_basis, keep_rank
 from cycleqd.merging.crossover import crossover
 from cycleqd.merging.genome import Genome, expert_genome, task_vector
 from cycleqd.merging.materialise import Materialiser, resolve_tensor
 from cycleqd.merging.mutation import svd_mutation
-from cycleqd.merging.sources import SafetensorsSource
+from cycleqd.merging.sources import DictSource, SafetensorsSource
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.loop import generation_rngs
 from cycleqd.search.sampling import sample_parents
@@ -79,10 +88,13 @@ TASKS = ("code", "os", "db")
 W_MAX = 0.1
 CROSSOVER_MEAN, CROSSOVER_STD = 1.0, 0.01
 LORA_RANK = 16
+LORA_RTOL = 1e-4
 RELATIVE_SCALE = 1e-3  # ||tau|| / ||theta|| per tensor, about what a fine-tune moves
+ENERGIES = (1.0, 0.99, 0.9)
 STARTED = time.perf_counter()
 
 StateDict = dict[str, torch.Tensor]
+Json = dict[str, Any]
 
 
 def log(message: str) -> None:
@@ -103,7 +115,7 @@ class Laps:
 
 
 def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Per-key medians; ``total`` is the median of per-run totals, not a sum of medians."""
+    """Per-step medians; ``total`` is the median of per-run totals, not a sum of medians."""
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     out["total"] = statistics.median(sum(r.values()) for r in runs)
     return {k: round(v, 4) for k, v in out.items()}
@@ -170,14 +182,59 @@ def expert_state(base: StateDict, kind: str, gen: torch.Generator) -> StateDict:
     return out
 
 
-# -- the case: base, experts, basis, archives, population ---------------------------------------
+def rank_total(basis: ExpertBasis) -> int:
+    return sum(m.rank for m in basis.matrices.values())
+
+
+def truncate_basis(basis: ExpertBasis, *, energy: float = 1.0, rtol: float = 1e-6) -> ExpertBasis:
+    """The basis ``build_basis(energy=energy, rtol=rtol)`` would give, cut from a wider one.
+
+    ``build_basis`` keeps, per expert, the prefix of singular directions ``keep_rank`` selects;
+    applying ``keep_rank`` to the kept prefix of a basis built with a smaller ``rtol`` and
+    ``energy=1`` selects the same prefix, without a second SVD pass.
+    """
+    out = ExpertBasis(experts=list(basis.experts), vectors=basis.vectors)
+    for name, m in basis.matrices.items():
+        keep = []
+        for e in range(len(basis.experts)):
+            sl = m.slice(e)
+            r = keep_rank(m.S[sl], energy=energy, rtol=rtol)
+            keep.append(torch.arange(sl.start, sl.start + r))
+        index = torch.cat(keep)
+        offsets = [0]
+        for k in keep:
+            offsets.append(offsets[-1] + len(k))
+        out.matrices[name] = MatrixBasis(
+            shape=m.shape,
+            U=m.U[:, index].contiguous(),
+            S=m.S[index].contiguous(),
+            Vh=m.Vh[index].contiguous(),
+            offsets=offsets,
+        )
+    return out
+
+
+def restrict_genome(genome: Genome, wide: ExpertBasis, narrow: ExpertBasis) -> Genome:
+    """A genome's coefficients on the singular directions a truncated basis keeps."""
+    coeffs = dict(genome.coeffs)
+    for name, m in narrow.matrices.items():
+        f = wide.matrices[name]
+        c = genome.coeffs[name]
+        parts = [
+            c[f.offsets[e] : f.offsets[e] + m.offsets[e + 1] - m.offsets[e]]
+            for e in range(len(narrow.experts))
+        ]
+        coeffs[name] = torch.cat(parts)
+    return Genome(coeffs=coeffs, dense=dict(genome.dense))
+
+
+# -- a case: base, experts on disk, the package's basis -----------------------------------------
 
 
 @dataclass
 class Case:
     kind: str
     root: Path
-    config: LlamaConfig
     base: StateDict
     base_src: SafetensorsSource
     expert_srcs: dict[str, SafetensorsSource]
@@ -196,15 +253,14 @@ def make_case(kind: str, root: Path, model: nn.Module, config: LlamaConfig, seed
         del state
     base_src = SafetensorsSource(root / "base")
     expert_srcs = {name: SafetensorsSource(root / f"expert-{name}") for name in TASKS}
-    log(f"{kind}: experts written; building the basis")
+    log(f"{kind}: experts written; building the basis (package defaults)")
     start = time.perf_counter()
     basis = build_basis(base_src, expert_srcs)
     build_seconds = time.perf_counter() - start
-    log(f"{kind}: basis built in {build_seconds:.1f}s, rank {rank_total(basis)}")
+    log(f"{kind}: basis built in {build_seconds:.1f}s, rank total {rank_total(basis)}")
     return Case(
         kind=kind,
         root=root,
-        config=config,
         base=base,
         base_src=base_src,
         expert_srcs=expert_srcs,
@@ -214,24 +270,43 @@ def make_case(kind: str, root: Path, model: nn.Module, config: LlamaConfig, seed
     )
 
 
-def rank_total(basis: ExpertBasis) -> int:
-    return sum(m.rank for m in basis.matrices.values())
+def check_truncation(case: Case, *, energy: float, rtol: float) -> bool:
+    """``truncate_basis`` agrees with ``build_basis(energy, rtol)`` on a few tensors."""
+    names = [n for n in case.basis.matrices if ".layers.0." in n][:2]
+    base = DictSource({n: case.base[n] for n in names})
+    experts = {e: DictSource({n: src.get(n) for n in names}) for e, src in case.expert_srcs.items()}
+    built = build_basis(base, experts, energy=energy, rtol=rtol)
+    cut = truncate_basis(case.basis, energy=energy, rtol=rtol)
+    return all(
+        built.matrices[n].offsets == cut.matrices[n].offsets
+        and torch.allclose(built.matrices[n].S, cut.matrices[n].S, rtol=1e-4)
+        for n in names
+    )
+
+
+# -- archives and the population the parents come from ------------------------------------------
 
 
 @dataclass
 class Population:
+    basis: ExpertBasis
+    materialiser: Materialiser
     store: RunStore
     archives: list[TaskArchive]
     dense_paths: dict[str, Path]
+    folder: Path
 
 
-def seed_population(case: Case, materialiser: Materialiser, children: int, seed: int) -> Population:
+def seed_population(
+    case: Case, basis: ExpertBasis, model: nn.Module, folder: Path, children: int, seed: int
+) -> Population:
     """Archives seeded with the experts plus a few children bred in genome space.
 
     Scores are synthetic (each expert strong on its own task); every individual is stored as a
     genome in a run directory (genome path) and as a full checkpoint (dense path).
     """
-    store = RunStore(case.root / "run")
+    materialiser = Materialiser(basis, case.base_src, model, torch.device("cpu"))
+    store = RunStore(folder / "run")
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed + 2)
     scores: dict[str, dict[str, float]] = {}
@@ -239,22 +314,20 @@ def seed_population(case: Case, materialiser: Materialiser, children: int, seed:
     genomes: dict[str, Genome] = {}
     for e, name in enumerate(TASKS):
         ident = f"expert-{name}"
-        genomes[ident] = expert_genome(case.basis, e)
+        genomes[ident] = expert_genome(basis, e)
         dense_paths[ident] = case.root / ident / "model.safetensors"
-        scores[ident] = {
-            t: (0.6 if t == name else 0.2) + float(rng.uniform(0, 0.05)) for t in TASKS
-        }
+        scores[ident] = {t: (0.6 if t == name else 0.2) + rng.uniform(0, 0.05) for t in TASKS}
     for i in range(children):
         ids = list(genomes)
         a, b = rng.choice(len(ids), size=2, replace=False)
         child, _ = crossover(genomes[ids[int(a)]], genomes[ids[int(b)]], gen)
-        child = svd_mutation(child, case.basis, i % len(TASKS), gen, w_max=W_MAX)
-        ident = f"seed{i:03d}"
+        child = svd_mutation(child, basis, i % len(TASKS), gen, w_max=W_MAX)
+        ident = f"bred{i:03d}"
         genomes[ident] = child
-        dense_paths[ident] = case.root / "dense" / f"{ident}.safetensors"
+        dense_paths[ident] = folder / "dense" / f"{ident}.safetensors"
         dense_paths[ident].parent.mkdir(parents=True, exist_ok=True)
         save_file(materialiser.weights(child), str(dense_paths[ident]))
-        scores[ident] = {t: float(rng.uniform(0.15, 0.65)) for t in TASKS}
+        scores[ident] = {t: rng.uniform(0.15, 0.65) for t in TASKS}
     for ident, genome in genomes.items():
         store.save_individual(ident, genome)
     archives = []
@@ -262,17 +335,16 @@ def seed_population(case: Case, materialiser: Materialiser, children: int, seed:
         bc_tasks = [t for t in TASKS if t != task]
         archive = TaskArchive(task=task, bc_tasks=bc_tasks, ranges=[(0.0, 1.0)] * 2, bins=[15, 15])
         for ident, s in scores.items():
-            archive.add(ident, s)
+            archive.add(ident, {k: float(v) for k, v in s.items()})
         archives.append(archive)
-    return Population(store=store, archives=archives, dense_paths=dense_paths)
+    return Population(basis, materialiser, store, archives, dense_paths, folder)
 
 
 # -- one child, two ways ------------------------------------------------------------------------
 
 
-def genome_child(
-    case: Case, pop: Population, materialiser: Materialiser, generation: int, seed: int
-) -> dict[str, float]:
+def genome_child(pop: Population, generation: int, seed: int) -> dict[str, float]:
+    """The loop's steps for one generation, up to a child that is ready to evaluate."""
     q = generation % len(TASKS)
     sampling_rng, operator_rng = generation_rngs(seed, generation)
     laps = Laps()
@@ -282,12 +354,11 @@ def genome_child(
     laps.lap("load_parents")
     child, _ = crossover(g1, g2, operator_rng, mean=CROSSOVER_MEAN, std=CROSSOVER_STD)
     laps.lap("crossover")
-    child = svd_mutation(child, case.basis, q, operator_rng, w_max=W_MAX)
+    child = svd_mutation(child, pop.basis, q, operator_rng, w_max=W_MAX)
     laps.lap("mutate")
-    child_id = f"bench{generation:06d}"
-    pop.store.save_individual(child_id, child)
+    pop.store.save_individual(f"child{generation:06d}", child)
     laps.lap("save")
-    materialiser.load(child)
+    pop.materialiser.load(child)
     laps.lap("materialise")
     return laps.times
 
@@ -303,7 +374,6 @@ def dense_child(
     """The official code's way, on full float32 state dicts, with the expert SVD precomputed."""
     q = generation % len(TASKS)
     sampling_rng, operator_rng = generation_rngs(seed, generation)
-    basis = case.basis
     laps = Laps()
     p1, p2 = sample_parents(pop.archives[q].elites(), sampling_rng, kind="elite")
     laps.lap("sample")
@@ -319,20 +389,19 @@ def dense_child(
         child[name] = theta0 + (w1 * tau1 + w2 * tau2) / (w1 + w2)
     del theta1, theta2
     laps.lap("crossover")
-    for name in sorted(basis.matrices):
-        m = basis.matrices[name]
+    for name in sorted(pop.basis.matrices):
+        m = pop.basis.matrices[name]
         sl = m.slice(q)
-        u_e, s_e, vh_e = m.U[:, sl], m.S[sl], m.Vh[sl]  # the cached SVD of the active expert
+        u_e, s_e, vh_e = m.U[:, sl], m.S[sl], m.Vh[sl]  # the active expert's cached SVD
         u = torch.rand(s_e.numel(), generator=operator_rng) * W_MAX
         child[name] += ((u_e * (u * s_e)) @ vh_e).reshape(child[name].shape)
     laps.lap("mutate")
-    path = case.root / "dense-children" / f"bench{generation:06d}.safetensors"
+    path = pop.folder / "dense-children" / f"child{generation:06d}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(child, str(path))
     laps.lap("save")
     del child
-    loaded = load_file(str(path))
-    result = model.load_state_dict(loaded, strict=False)
+    result = model.load_state_dict(load_file(str(path)), strict=False)
     laps.lap("materialise")
     if result.unexpected_keys or any(k != "lm_head.weight" for k in result.missing_keys):
         raise RuntimeError(f"checkpoint does not fit the model: {result}")
@@ -348,47 +417,45 @@ def snapshot(model: nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def max_rel_diff(model: nn.Module, reference: StateDict, base: StateDict) -> float:
-    """Largest per-tensor ``||w - ref|| / ||ref - base||`` (relative to the task vector)."""
-    worst = 0.0
+def rel_change(model: nn.Module, reference: StateDict, base: StateDict) -> float:
+    """Whole-model ``||w - ref|| / ||ref - base||``: an error relative to the task vector."""
+    num = den = 0.0
     for name, w in model.state_dict().items():
-        if name not in base:
-            continue
-        tau = (reference[name] - base[name]).norm()
-        worst = max(worst, float((w - reference[name]).norm() / tau))
-    return worst
+        if name in base:
+            num += float((w - reference[name]).square().sum())
+            den += float((reference[name] - base[name]).square().sum())
+    return math.sqrt(num / den)
 
 
-def compare_paths(
-    case: Case, pop: Population, model: nn.Module, materialiser: Materialiser, reps: int, seed: int
-) -> dict[str, object]:
-    """Warm-up (untimed, also checks both paths build the same child), then interleaved reps."""
-    log(f"{case.kind}: warm-up and equivalence check")
+def compare_paths(case: Case, pop: Population, model: nn.Module, reps: int, seed: int) -> Json:
+    """Warm-up (untimed, checks both paths build the same child), then interleaved reps."""
     fsync_times: list[float] = []
-    genome_child(case, pop, materialiser, 0, seed)
+    genome_child(pop, 0, seed)
     reference = snapshot(model)
     dense_child(case, pop, model, 0, seed, fsync_times)
-    agreement = max_rel_diff(model, reference, case.base)
+    agreement = rel_change(model, reference, case.base)
     del reference
     genome_runs, dense_runs = [], []
     for rep in range(1, reps + 1):
-        genome_runs.append(genome_child(case, pop, materialiser, rep, seed))
+        genome_runs.append(genome_child(pop, rep, seed))
         dense_runs.append(dense_child(case, pop, model, rep, seed, fsync_times))
         log(
-            f"{case.kind}: rep {rep}/{reps} genome {sum(genome_runs[-1].values()):.3f}s "
+            f"  rep {rep}/{reps}: genome {sum(genome_runs[-1].values()):.3f}s, "
             f"dense {sum(dense_runs[-1].values()):.3f}s"
         )
-    genome_file = pop.store.individual_path(f"bench{reps:06d}")
-    genome_bytes = genome_file.stat().st_size
-    dense = medians(dense_runs)
-    dense["save_fsync_extra"] = round(statistics.median(fsync_times[1:] or fsync_times), 4)
+    genome_bytes = pop.store.individual_path(f"child{reps:06d}").stat().st_size
+    genome, dense = medians(genome_runs), medians(dense_runs)
+    speedup = dense["total"] / genome["total"]
+    dense["save_fsync_extra"] = round(statistics.median(fsync_times), 4)
     return {
-        "genome": medians(genome_runs),
+        "genome": genome,
         "dense": dense,
-        "speedup": round(medians(dense_runs)["total"] / medians(genome_runs)["total"], 3),
+        "speedup": round(speedup, 3),
         "genome_bytes": genome_bytes,
         "checkpoint_bytes": case.checkpoint_bytes,
         "bytes_ratio": genome_bytes / case.checkpoint_bytes,
+        "basis_rank_total": rank_total(pop.basis),
+        "basis_bytes": pop.basis.nbytes(),
         "paths_agree_rel_err": agreement,
         "elites_per_archive": [len(a.elites()) for a in pop.archives],
     }
@@ -401,7 +468,7 @@ def compare_paths(
 def profile_materialise(
     basis: ExpertBasis, base: StateDict, targets: StateDict, genome: Genome
 ) -> dict[str, float]:
-    """The package's materialise loop (``task_vector`` + copy), with each operation timed."""
+    """The package's materialise loop (``task_vector`` + copy), each operation timed."""
     t = dict.fromkeys(("scale_U", "matmul", "add_base", "copy", "vectors"), 0.0)
     for name in basis.names:
         start = time.perf_counter()
@@ -446,7 +513,6 @@ def fused_load(basis: ExpertBasis, base: StateDict, targets: StateDict, genome: 
             target.add_(genome.dense[name])
 
 
-@torch.no_grad()
 def bf16_loader(
     basis: ExpertBasis, base: StateDict, targets: StateDict
 ) -> Callable[[Genome], None]:
@@ -472,66 +538,45 @@ def bf16_loader(
     return load
 
 
-def restrict_genome(genome: Genome, full: ExpertBasis, truncated: ExpertBasis) -> Genome:
-    """The genome's coefficients on the singular directions a truncated basis keeps."""
-    coeffs = dict(genome.coeffs)
-    for name, m in truncated.matrices.items():
-        f = full.matrices[name]
-        c = genome.coeffs[name]
-        parts = [
-            c[f.offsets[e] : f.offsets[e] + m.offsets[e + 1] - m.offsets[e]]
-            for e in range(len(truncated.experts))
-        ]
-        coeffs[name] = torch.cat(parts)
-    return Genome(coeffs=coeffs, dense=dict(genome.dense))
-
-
 @torch.no_grad()
 def expert_rel_error(case: Case, basis: ExpertBasis, expert: int) -> float:
-    """``||tau_hat - tau|| / ||tau||`` over the whole model for one expert's own genome."""
-    genome = expert_genome(basis, expert)
+    """``||tau_hat - tau|| / ||tau||`` over the whole model, for one expert's own genome."""
     src = case.expert_srcs[TASKS[expert]]
     num = den = 0.0
     for name in basis.names:
         tau = src.get(name).float() - case.base[name]
-        num += float((task_vector(basis, genome, name) - tau).square().sum())
+        if name in basis.matrices:
+            m = basis.matrices[name]
+            sl = m.slice(expert)
+            est = ((m.U[:, sl] * m.S[sl]) @ m.Vh[sl]).reshape(m.shape)
+        else:
+            est = basis.vectors[name].taus[expert].reshape(tau.shape)
+        num += float((est - tau).square().sum())
         den += float(tau.square().sum())
     return math.sqrt(num / den)
 
 
-def rel_change(model: nn.Module, reference: StateDict, base: StateDict) -> float:
-    """Whole-model ``||w - ref|| / ||ref - base||``."""
-    num = den = 0.0
-    for name, w in model.state_dict().items():
-        if name in base:
-            num += float((w - reference[name]).square().sum())
-            den += float((reference[name] - base[name]).square().sum())
-    return math.sqrt(num / den)
-
-
-def energy_sweep(
-    case: Case, model: nn.Module, materialiser: Materialiser, pop: Population, reps: int, seed: int
-) -> dict[str, object]:
-    """Materialise cost and fidelity against truncating the bases by kept energy."""
+def energy_sweep(case: Case, pop: Population, model: nn.Module, reps: int, seed: int) -> Json:
+    """Materialise cost and fidelity against truncating the full-rank bases by kept energy."""
     targets = {name: resolve_tensor(model, name) for name in case.basis.names}
     sampling_rng, operator_rng = generation_rngs(seed, 10_000)
     p1, p2 = sample_parents(pop.archives[0].elites(), sampling_rng, kind="elite")
-    child, _ = crossover(
-        pop.store.load_individual(p1.id), pop.store.load_individual(p2.id), operator_rng
-    )
+    parents = pop.store.load_individual(p1.id), pop.store.load_individual(p2.id)
+    child, _ = crossover(*parents, operator_rng)
     child = svd_mutation(child, case.basis, 0, operator_rng, w_max=W_MAX)
-    materialiser.load(child)
+    pop.materialiser.load(child)
     full_child = snapshot(model)
-    out: dict[str, object] = {}
-    for energy in (1.0, 0.99, 0.9):
+    out: Json = {"child": [p1.id, p2.id], "truncation_matches_build_basis": {}}
+    for energy in ENERGIES:
         log(f"full: energy {energy}")
-        row: dict[str, object] = {}
+        row: Json = {}
         if energy == 1.0:
-            basis, mat, genome = case.basis, materialiser, child
+            basis, mat, genome = case.basis, pop.materialiser, child
         else:
-            start = time.perf_counter()
-            basis = build_basis(case.base_src, case.expert_srcs, energy=energy)
-            row["basis_build_seconds"] = round(time.perf_counter() - start, 2)
+            basis = truncate_basis(case.basis, energy=energy)
+            out["truncation_matches_build_basis"][str(energy)] = check_truncation(
+                case, energy=energy, rtol=1e-6
+            )
             mat = Materialiser(basis, case.base_src, model, torch.device("cpu"))
             genome = restrict_genome(child, case.basis, basis)
         row["rank_total"] = rank_total(basis)
@@ -540,23 +585,19 @@ def energy_sweep(
         row["materialise_parts"] = profile_materialise(basis, case.base, targets, genome)
         mat.load(genome)
         reference = snapshot(model)
+        row["child_rel_err_vs_full_basis"] = rel_change(model, full_child, case.base)
         row["fused_addmm_materialise"] = median_seconds(
             lambda b=basis, g=genome: fused_load(b, case.base, targets, g), reps
         )
         row["fused_addmm_rel_err"] = rel_change(model, reference, case.base)
         if energy == 1.0:
             load16 = bf16_loader(basis, case.base, targets)
-            row["bf16_materialise"] = median_seconds(lambda g=genome: load16(g), reps)
+            row["bf16_materialise"] = median_seconds(lambda f=load16, g=genome: f(g), reps)
             row["bf16_rel_err"] = rel_change(model, reference, case.base)
             del load16
-        else:
-            mat.load(genome)
-            row["child_rel_err_vs_full_basis"] = rel_change(model, full_child, case.base)
-        del reference
         row["expert_rel_err"] = expert_rel_error(case, basis, 0)
         out[str(energy)] = row
-        if energy != 1.0:
-            del basis, mat
+        del reference, basis, mat, genome
         gc.collect()
     return out
 
@@ -564,28 +605,52 @@ def energy_sweep(
 # -- driver -------------------------------------------------------------------------------------
 
 
-def run_case(
-    kind: str, root: Path, args: argparse.Namespace, config: LlamaConfig
-) -> tuple[dict[str, object], dict[str, object] | None]:
-    torch.manual_seed(args.seed)
+def fresh_model(config: LlamaConfig, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     model.requires_grad_(False)
-    case = make_case(kind, root / kind, model, config, args.seed)
-    materialiser = Materialiser(case.basis, case.base_src, model, torch.device("cpu"))
-    log(f"{kind}: seeding archives with {args.children} bred children")
-    pop = seed_population(case, materialiser, args.children, args.seed)
-    result = compare_paths(case, pop, model, materialiser, args.reps, args.seed)
+    return model
+
+
+def run_full(root: Path, args: argparse.Namespace, config: LlamaConfig) -> tuple[Json, Json]:
+    model = fresh_model(config, args.seed)
+    case = make_case("full", root / "full", model, config, args.seed)
+    log(f"full: seeding archives with {args.children} bred children")
+    pop = seed_population(case, case.basis, model, case.root / "pop", args.children, args.seed)
+    log("full: children (warm-up + reps)")
+    result = compare_paths(case, pop, model, args.reps, args.seed)
     result["basis_build_seconds"] = round(case.build_seconds, 2)
-    result["basis_rank_total"] = rank_total(case.basis)
-    result["basis_bytes"] = case.basis.nbytes()
     result["params"] = sum(p.numel() for p in model.parameters())
-    sweep = None
-    if kind == "full" and not args.no_sweep:
-        sweep = energy_sweep(case, model, materialiser, pop, max(1, min(args.reps, 2)), args.seed)
+    sweep: Json = {}
+    if not args.no_sweep:
+        sweep = energy_sweep(case, pop, model, max(1, min(args.reps, 3)), args.seed)
     shutil.rmtree(case.root, ignore_errors=True)
-    del case, materialiser, pop, model
-    gc.collect()
     return result, sweep
+
+
+def run_lora(root: Path, args: argparse.Namespace, config: LlamaConfig) -> tuple[Json, Json]:
+    model = fresh_model(config, args.seed)
+    case = make_case("lora", root / "lora", model, config, args.seed)
+    out = []
+    for label, basis in (
+        ("default", case.basis),
+        (f"rtol={LORA_RTOL:g}", truncate_basis(case.basis, rtol=LORA_RTOL)),
+    ):
+        log(f"lora ({label}): rank total {rank_total(basis)}; seeding archives")
+        folder = case.root / f"pop-{len(out)}"
+        pop = seed_population(case, basis, model, folder, args.children, args.seed)
+        log(f"lora ({label}): children (warm-up + reps)")
+        result = compare_paths(case, pop, model, args.reps, args.seed)
+        result["basis_build_seconds"] = round(case.build_seconds, 2)
+        result["rtol"] = 1e-6 if label == "default" else LORA_RTOL
+        out.append(result)
+        shutil.rmtree(folder, ignore_errors=True)
+        del pop
+        gc.collect()
+    out[1]["truncation_matches_build_basis"] = check_truncation(case, energy=1.0, rtol=LORA_RTOL)
+    out[1]["expected_rank_total"] = LORA_RANK * len(TASKS) * len(case.basis.matrices)
+    shutil.rmtree(case.root, ignore_errors=True)
+    return out[0], out[1]
 
 
 def cpu_name() -> str:
@@ -598,64 +663,81 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+CASE_KEYS = (
+    "genome",
+    "dense",
+    "speedup",
+    "genome_bytes",
+    "checkpoint_bytes",
+    "bytes_ratio",
+    "basis_rank_total",
+    "basis_bytes",
+    "paths_agree_rel_err",
+    "elites_per_archive",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="timed children per path and case")
     parser.add_argument("--layers", type=int, default=30, help="decoder layers (SmolLM2: 30)")
     parser.add_argument("--children", type=int, default=3, help="bred children in the archives")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-sweep", action="store_true", help="skip the energy sweep")
-    parser.add_argument("--tmp", type=Path, default=None, help="scratch folder (default: /tmp)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the full-rank energy sweep")
+    parser.add_argument("--tmp", type=Path, default=None, help="scratch parent folder")
     args = parser.parse_args(argv)
 
     config = smollm2_config(args.layers)
+    load_start = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="cycleqd-bench-", dir=args.tmp))
-    log(f"scratch folder {root}; torch threads {torch.get_num_threads()}")
+    log(f"scratch folder {root}; torch threads {torch.get_num_threads()}; load {load_start}")
     try:
-        full, sweep = run_case("full", root, args, config)
-        lora, _ = run_case("lora", root, args, config)
+        full, sweep = run_full(root, args, config)
+        gc.collect()
+        lora, lora_rtol = run_lora(root, args, config)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    def case_out(r: dict[str, object]) -> dict[str, object]:
-        keys = (
-            "genome",
-            "dense",
-            "speedup",
-            "genome_bytes",
-            "checkpoint_bytes",
-            "paths_agree_rel_err",
-            "elites_per_archive",
-            "basis_bytes",
-        )
-        return {k: r[k] for k in keys}
+    def case_out(r: Json, *extra: str) -> Json:
+        return {k: r[k] for k in (*CASE_KEYS, *extra)}
 
-    out = {
+    out: Json = {
         "speedup_full": full["speedup"],
         "speedup_lora": lora["speedup"],
+        "speedup_lora_rtol1e-4": lora_rtol["speedup"],
         "bytes_ratio": lora["bytes_ratio"],
         "bytes_ratio_full": full["bytes_ratio"],
+        "bytes_ratio_lora_rtol1e-4": lora_rtol["bytes_ratio"],
         "targets": {"bytes_ratio<=": 0.01, "speedup_lora>=": 5, "speedup_full>=": 0.5},
         "full": case_out(full),
-        "lora": case_out(lora),
+        "lora": case_out(lora, "rtol"),
+        "lora_rtol1e-4": case_out(
+            lora_rtol, "rtol", "expected_rank_total", "truncation_matches_build_basis"
+        ),
         "params": full["params"],
         "layers": args.layers,
         "basis_build_seconds": {
             "full": full["basis_build_seconds"],
             "lora": lora["basis_build_seconds"],
         },
-        "basis_rank_total": {"full": full["basis_rank_total"], "lora": lora["basis_rank_total"]},
+        "basis_rank_total": {
+            "full": full["basis_rank_total"],
+            "lora": lora["basis_rank_total"],
+            "lora_rtol1e-4": lora_rtol["basis_rank_total"],
+        },
         "full_energy_sweep": sweep,
         "reps": args.reps,
         "device": f"cpu ({cpu_name()})",
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch": torch.__version__,
+        "load_avg_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "script_seconds": round(time.perf_counter() - STARTED, 1),
         "notes": (
-            "medians over reps after one untimed warm-up child; dense mutation uses the active "
-            "expert's SVD precomputed (not timed), truncated to its non-negligible rank; dense "
-            "save has no fsync (save_fsync_extra is that cost, not in total); genome save "
+            "medians over reps after one untimed warm-up child per path; dense mutation reuses "
+            "the active expert's SVD factors from the basis under test (precomputed, not "
+            "timed); dense save has no fsync (save_fsync_extra, not in total) while genome save "
             "fsyncs; files are read back from the page cache"
         ),
     }
