@@ -12,4 +12,3 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict:
     fam = write_model_family(root)
     fam["data"] = write_tasks(root)
     return fam
-

@@ -65,11 +65,18 @@ def base_config(family: dict, tmp: Path, generations: int = 4) -> dict:
             {"name": "add", "path": str(family["experts"]["e1"])},
         ],
         "tasks": [
-            {"name": "copy", "type": "likelihood", "params": {"data": str(family["data"]["copy"])},
-             "bc": {"bins": 5}},
-            {"name": "add", "type": "exact_match",
-             "params": {"data": str(family["data"]["add"]), "max_new_tokens": 3},
-             "bc": {"bins": 5}},
+            {
+                "name": "copy",
+                "type": "likelihood",
+                "params": {"data": str(family["data"]["copy"])},
+                "bc": {"bins": 5},
+            },
+            {
+                "name": "add",
+                "type": "exact_match",
+                "params": {"data": str(family["data"]["add"]), "max_new_tokens": 3},
+                "bc": {"bins": 5},
+            },
         ],
         "search": {"generations": generations},
         "basis": {"cache_dir": str(tmp / "cache")},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import write_model_family
 from transformers import AutoModelForCausalLM
 
 from cycleqd.errors import CycleQDError
@@ -12,8 +13,6 @@ from cycleqd.merging.genome import expert_genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource
 from cycleqd.models.engine import HFEngine, _cut_at_stop
-
-from helpers import write_model_family
 
 PROMPTS = ["copy ab=", "1+2=", "rev abcdef=", "x"]
 
@@ -65,5 +64,5 @@ def test_stop_strings_cut_output() -> None:
 
 
 def test_not_a_model_dir(tmp_path) -> None:
-    with pytest.raises(CycleQDError, match="no config.json"):
+    with pytest.raises(CycleQDError, match=r"no config\.json"):
         HFEngine(tmp_path)

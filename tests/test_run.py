@@ -152,15 +152,25 @@ def test_bad_config_is_one_line_error(family: dict, tmp_path: Path, mutate, expe
 def test_set_overrides_and_bad_set(family: dict, tmp_path: Path) -> None:
     config = write_config(tmp_path, family, generations=50)
     result = cli(
-        "run", str(config), "--out", str(tmp_path / "o"), "--set", "search.generations=2",
-        "--set", "search.mutation.kind=gaussian", "--set", "tasks.0.bc.bins=3",
+        "run",
+        str(config),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "search.generations=2",
+        "--set",
+        "search.mutation.kind=gaussian",
+        "--set",
+        "tasks.0.bc.bins=3",
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load((tmp_path / "o" / "config.yaml").read_text())
     assert resolved["search"]["generations"] == 2
     assert resolved["search"]["mutation"]["kind"] == "gaussian"
     assert json.loads((tmp_path / "o" / "state.json").read_text())["archives"][1]["bins"] == [3]
-    msg = one_line_error(cli("run", str(config), "--out", str(tmp_path / "p"), "--set", "tasks.7.bc=1"))
+    msg = one_line_error(
+        cli("run", str(config), "--out", str(tmp_path / "p"), "--set", "tasks.7.bc=1")
+    )
     assert "tasks.7" in msg
     msg = one_line_error(cli("run", str(tmp_path / "missing.yaml")))
     assert "config file not found" in msg

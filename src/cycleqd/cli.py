@@ -123,7 +123,9 @@ def _run_with_progress(total: int, fn: Any) -> dict[str, Any]:
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config of the run.")],
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<config name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/<config name>).")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set search.generations=50")
     ] = None,

@@ -78,7 +78,7 @@ class CrossoverConfig(StrictModel):
 
 
 class MutationConfig(StrictModel):
-    """``svd`` adds terms along the active expert's singular vectors; ``gaussian`` is dense noise."""
+    """``svd`` adds terms along the active expert's singular vectors; ``gaussian``: dense noise."""
 
     kind: Literal["svd", "gaussian", "none"] = "svd"
     w_max: float = Field(default=0.1, ge=0.0)
@@ -93,7 +93,9 @@ class SearchConfig(StrictModel):
     crossover: CrossoverConfig = CrossoverConfig()
     mutation: MutationConfig = MutationConfig()
     final_temperature: float = Field(
-        default=1.0, gt=0.0, description="Softmax temperature over elite qualities in the final merge."
+        default=1.0,
+        gt=0.0,
+        description="Softmax temperature over elite qualities in the final merge.",
     )
     plot_every: int = Field(default=50, ge=0, description="Redraw elite maps every N generations.")
 
@@ -182,7 +184,9 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         path = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise CycleQDError(f"--set {dotted}: {path} is not an index of a list of {len(node)}")
+                raise CycleQDError(
+                    f"--set {dotted}: {path} is not an index of a list of {len(node)}"
+                )
             key: Any = int(part)
         elif isinstance(node, dict):
             key = part

@@ -103,7 +103,7 @@ def test_hf_config_mismatch_is_refused(family: dict, tmp_path) -> None:
 
 def test_missing_weights_file_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(CycleQDError, match="no model.safetensors"):
+    with pytest.raises(CycleQDError, match=r"no model\.safetensors"):
         SafetensorsSource(tmp_path)
     with pytest.raises(CycleQDError, match="not found"):
         SafetensorsSource(tmp_path / "nope")
@@ -135,5 +135,5 @@ def test_genome_save_load_and_corruption(tmp_path) -> None:
     assert all(torch.equal(genome.coeffs[k], back.coeffs[k]) for k in genome.coeffs)
     assert torch.equal(back.dense["lin.bias"], torch.ones(12))
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CycleQDError, match="bad.safetensors"):
+    with pytest.raises(CycleQDError, match=r"bad\.safetensors"):
         Genome.load(tmp_path / "bad.safetensors")

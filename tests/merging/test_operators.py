@@ -49,8 +49,11 @@ def test_crossover_matches_weight_space_merge() -> None:
 def test_per_layer_crossover_uses_one_weight_pair_per_layer() -> None:
     _, _, taus, basis = setup()
     child, weights = crossover(
-        expert_genome(basis, 0), expert_genome(basis, 1), torch.Generator().manual_seed(3),
-        std=0.3, per_layer=True,
+        expert_genome(basis, 0),
+        expert_genome(basis, 1),
+        torch.Generator().manual_seed(3),
+        std=0.3,
+        per_layer=True,
     )
     assert set(weights) == {"0", "1", "other"}
     assert layer_of("layers.1.conv") == "1" and layer_of("norm") == "other"
@@ -84,7 +87,9 @@ def test_gaussian_mutation_adds_dense_noise() -> None:
     _, _, taus, basis = setup()
     parent = expert_genome(basis, 2)
     child = gaussian_mutation(parent, basis, torch.Generator().manual_seed(1), std=0.01)
-    noise = torch.randn(basis.matrices["layers.0.w"].shape, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(
+        basis.matrices["layers.0.w"].shape, generator=torch.Generator().manual_seed(1)
+    )
     delta = task_vector(basis, child, "layers.0.w") - taus["x2"]["layers.0.w"]
     assert close(delta, 0.01 * noise)
     assert set(child.dense) == set(basis.names)

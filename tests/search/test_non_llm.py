@@ -77,7 +77,9 @@ def test_cnn_search_end_to_end(tmp_path: Path) -> None:
         model.load_state_dict(base.state_dict())
         train(model, task, steps=60, seed=i + 1)
         experts[task] = model.state_dict()
-    basis = build_basis(DictSource(base.state_dict()), {k: DictSource(v) for k, v in experts.items()})
+    basis = build_basis(
+        DictSource(base.state_dict()), {k: DictSource(v) for k, v in experts.items()}
+    )
     assert basis.matrices["conv.weight"].shape == (4, 1, 3, 3)  # a 4-D kernel, through its SVD
     assert "norm.num_batches_tracked" not in basis.names  # integer buffers stay as they are
 

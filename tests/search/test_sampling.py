@@ -22,8 +22,12 @@ def test_probabilities_match_hand_computation() -> None:
     # quality normalised: a 0, b 0.5, c 1, d 0.5; bc1: a 0, b 0.5, c 1, d 1; bc2 constant
     factor = {0.0: 0.5, 0.5: 0.65, 1.0: 0.8}
     raw = np.array(
-        [factor[0] * factor[0], factor[0.5] * factor[0.5], factor[1] * factor[1],
-         factor[0.5] * factor[1]]
+        [
+            factor[0] * factor[0],
+            factor[0.5] * factor[0.5],
+            factor[1] * factor[1],
+            factor[0.5] * factor[1],
+        ]
     )
     expected = raw / raw.sum()
     assert np.allclose(elite_probabilities(elites()), expected)

@@ -115,7 +115,7 @@ def build_basis(
     check_compatible(base, experts)
     names = list(experts)
     basis = ExpertBasis(experts=names)
-    floating = [n for n in base.keys() if base.dtype(n).is_floating_point]
+    floating = [n for n in base.keys() if base.dtype(n).is_floating_point]  # noqa: SIM118
     for step, tensor_name in enumerate(sorted(floating)):
         theta0 = base.get(tensor_name).to(device=device, dtype=torch.float32)
         taus = [
@@ -229,9 +229,7 @@ def load_or_build_basis(
     path = (cache_dir or default_cache_dir()) / "bases" / f"{key}.safetensors"
     if path.is_file():
         return load_basis(path, fingerprint=key)
-    basis = build_basis(
-        base, experts, energy=energy, rtol=rtol, device=device, progress=progress
-    )
+    basis = build_basis(base, experts, energy=energy, rtol=rtol, device=device, progress=progress)
     basis.fingerprint = key
     save_basis(basis, path)
     return basis

@@ -72,7 +72,9 @@ class HFEngine:
     ) -> None:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise CycleQDError(f"{self.model_dir}: not a Hugging Face model directory (no config.json)")
+            raise CycleQDError(
+                f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
+            )
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
@@ -97,7 +99,9 @@ class HFEngine:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.tokenizer.chat_template is None:
             raise CycleQDError(f"{self.model_dir}: the tokenizer has no chat template")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

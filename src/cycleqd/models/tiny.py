@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 import transformers
 from tokenizers import Tokenizer, decoders, models, processors
 from transformers import (
@@ -292,7 +291,9 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerFast, prompt: str, *, chat: bool = False) -> list[int]:
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerFast, prompt: str, *, chat: bool = False
+) -> list[int]:
     """Token ids of a prompt, as plain text (``<s>`` + text) or through the chat template.
 
     Training and evaluation both go through this function so the model sees at test time
@@ -316,9 +317,7 @@ def _encode_pair(
     return p + t, [-100] * len(p) + t
 
 
-def _collate(
-    rows: Sequence[tuple[list[int], list[int]]], pad_id: int
-) -> dict[str, torch.Tensor]:
+def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-pad a batch and derive position ids from the attention mask.
 
     Explicit position ids make every sequence start at position 0 whatever its padding, so
@@ -380,9 +379,7 @@ def train_lm(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     chat_rng = random.Random(f"chat:{seed}")
-    encoded = [
-        _encode_pair(tokenizer, s, chat=chat_rng.random() < chat_fraction) for s in samples
-    ]
+    encoded = [_encode_pair(tokenizer, s, chat=chat_rng.random() < chat_fraction) for s in samples]
     pad_id = int(tokenizer.pad_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, int(steps * warmup_frac))
@@ -621,9 +618,7 @@ def build_tiny_suite(
         if (
             cached is not None
             and cached.params == params
-            and all(
-                (p / "config.json").is_file() for p in (cached.base, *cached.experts.values())
-            )
+            and all((p / "config.json").is_file() for p in (cached.base, *cached.experts.values()))
             and all(p.is_file() for p in cached.data.values())
         ):
             return cached

@@ -119,7 +119,10 @@ class TaskArchive:
             bins=list(data["bins"]),
         )
         for e in data["elites"]:
-            scores = {archive.task: e["quality"], **dict(zip(archive.bc_tasks, e["bcs"], strict=True))}
+            scores = {
+                archive.task: e["quality"],
+                **dict(zip(archive.bc_tasks, e["bcs"], strict=True)),
+            }
             if archive.add(e["id"], scores) != 2:
                 raise ValueError(f"elite {e['id']} collides with another elite's cell")
         return archive

@@ -59,7 +59,9 @@ def generation_rngs(seed: int, generation: int) -> tuple[np.random.Generator, to
     """
     seq = np.random.SeedSequence([seed, generation])
     sampling_seq, operator_seq = seq.spawn(2)
-    torch_rng = torch.Generator().manual_seed(int(operator_seq.generate_state(1, np.uint64)[0] >> 1))
+    torch_rng = torch.Generator().manual_seed(
+        int(operator_seq.generate_state(1, np.uint64)[0] >> 1)
+    )
     return np.random.default_rng(sampling_seq), torch_rng
 
 
@@ -245,7 +247,9 @@ class CycleQD:
             per_layer=s.crossover_per_layer,
         )
         if s.mutation == "svd":
-            child = svd_mutation(child, self.basis, self.task_experts[q], operator_rng, w_max=s.w_max)
+            child = svd_mutation(
+                child, self.basis, self.task_experts[q], operator_rng, w_max=s.w_max
+            )
         elif s.mutation == "gaussian":
             child = gaussian_mutation(child, self.basis, operator_rng, std=s.mutation_std)
         child_id = f"g{generation:06d}"

@@ -76,7 +76,9 @@ class Session:
             dtype=config.engine.dtype,
             batch_size=config.engine.batch_size,
         )
-        self.materialiser = Materialiser(self.basis, self.base, self.engine.module, self.engine.device)
+        self.materialiser = Materialiser(
+            self.basis, self.base, self.engine.module, self.engine.device
+        )
         self.task_experts = task_experts
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
@@ -126,7 +128,9 @@ def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:
     if not store.root.is_dir():
         raise CycleQDError(f"run directory not found: {run_dir}")
     if not store.config_path.is_file():
-        raise CycleQDError(f"{store.config_path}: missing; {run_dir} is not a cycleqd run directory")
+        raise CycleQDError(
+            f"{store.config_path}: missing; {run_dir} is not a cycleqd run directory"
+        )
     return store, load_config(store.config_path)
 
 
@@ -148,7 +152,12 @@ def _archives(store: RunStore) -> tuple[dict[str, Any], list[TaskArchive]]:
 
 
 def export_run(
-    run_dir: Path, out: Path, *, best_of: str | None = None, final: bool = False, force: bool = False
+    run_dir: Path,
+    out: Path,
+    *,
+    best_of: str | None = None,
+    final: bool = False,
+    force: bool = False,
 ) -> Path:
     """Export the final model or the best elite of one task's archive as an HF directory."""
     if (best_of is None) == (not final):
@@ -180,4 +189,3 @@ def report_run(run_dir: Path) -> dict[str, Any]:
     store.write_summary(summary)
     plot_run(store, [a.to_json() for a in archives])
     return summary
-

@@ -3,7 +3,7 @@
 Layout::
 
     config.yaml        the resolved config (absolute paths): what ``cycleqd resume`` reads
-    state.json         phase, generations done, expert scores, BC ranges, archives (the commit point)
+    state.json         phase, generations done, expert scores, BC ranges, archives: the commit point
     individuals/       one genome per archived individual (``<id>.safetensors``)
     metrics.jsonl      one line per generation
     summary.json       the numbers a user looks at first
@@ -128,9 +128,9 @@ class RunStore:
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            if path.name.endswith(".safetensors") and path.name[: -len(".safetensors")] not in keep:
-                path.unlink()
-            elif path.name.endswith(".tmp"):
+            if (
+                path.name.endswith(".safetensors") and path.name[: -len(".safetensors")] not in keep
+            ) or path.name.endswith(".tmp"):
                 path.unlink()
 
     # -- metrics -------------------------------------------------------------------------------
