@@ -556,6 +556,24 @@ def expert_rel_error(case: Case, basis: ExpertBasis, expert: int) -> float:
     return math.sqrt(num / den)
 
 
+def variants(
+    case: Case, basis: ExpertBasis, model: nn.Module, genome: Genome, reps: int, *, bf16: bool
+) -> Json:
+    """The package's materialise split into parts, and the suggested variants against it."""
+    targets = {name: resolve_tensor(model, name) for name in basis.names}
+    out: Json = {"materialise_parts": profile_materialise(basis, case.base, targets, genome)}
+    reference = snapshot(model)
+    out["fused_addmm_materialise"] = median_seconds(
+        lambda: fused_load(basis, case.base, targets, genome), reps
+    )
+    out["fused_addmm_rel_err"] = rel_change(model, reference, case.base)
+    if bf16:
+        load16 = bf16_loader(basis, case.base, targets)
+        out["bf16_materialise"] = median_seconds(lambda: load16(genome), reps)
+        out["bf16_rel_err"] = rel_change(model, reference, case.base)
+    return out
+
+
 def energy_sweep(case: Case, pop: Population, model: nn.Module, reps: int, seed: int) -> Json:
     """Materialise cost and fidelity against truncating the full-rank bases by kept energy."""
     targets = {name: resolve_tensor(model, name) for name in case.basis.names}
@@ -582,22 +600,15 @@ def energy_sweep(case: Case, pop: Population, model: nn.Module, reps: int, seed:
         row["rank_total"] = rank_total(basis)
         row["basis_bytes"] = basis.nbytes()
         row["materialise"] = median_seconds(lambda m=mat, g=genome: m.load(g), reps)
-        row["materialise_parts"] = profile_materialise(basis, case.base, targets, genome)
         mat.load(genome)
-        reference = snapshot(model)
         row["child_rel_err_vs_full_basis"] = rel_change(model, full_child, case.base)
-        row["fused_addmm_materialise"] = median_seconds(
-            lambda b=basis, g=genome: fused_load(b, case.base, targets, g), reps
-        )
-        row["fused_addmm_rel_err"] = rel_change(model, reference, case.base)
         if energy == 1.0:
-            load16 = bf16_loader(basis, case.base, targets)
-            row["bf16_materialise"] = median_seconds(lambda f=load16, g=genome: f(g), reps)
-            row["bf16_rel_err"] = rel_change(model, reference, case.base)
-            del load16
+            row.update(variants(case, basis, model, genome, reps, bf16=True))
+        else:
+            row["materialise_parts"] = profile_materialise(basis, case.base, targets, genome)
         row["expert_rel_err"] = expert_rel_error(case, basis, 0)
         out[str(energy)] = row
-        del reference, basis, mat, genome
+        del basis, mat, genome
         gc.collect()
     return out
 
@@ -643,6 +654,11 @@ def run_lora(root: Path, args: argparse.Namespace, config: LlamaConfig) -> tuple
         result = compare_paths(case, pop, model, args.reps, args.seed)
         result["basis_build_seconds"] = round(case.build_seconds, 2)
         result["rtol"] = 1e-6 if label == "default" else LORA_RTOL
+        if label != "default":
+            child = pop.store.load_individual(f"child{args.reps:06d}")
+            pop.materialiser.load(child)
+            reps = max(1, min(args.reps, 3))
+            result["materialise_variants"] = variants(case, basis, model, child, reps, bf16=False)
         out.append(result)
         shutil.rmtree(folder, ignore_errors=True)
         del pop
@@ -712,7 +728,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "full": case_out(full),
         "lora": case_out(lora, "rtol"),
         "lora_rtol1e-4": case_out(
-            lora_rtol, "rtol", "expected_rank_total", "truncation_matches_build_basis"
+            lora_rtol,
+            "rtol",
+            "expected_rank_total",
+            "truncation_matches_build_basis",
+            "materialise_variants",
         ),
         "params": full["params"],
         "layers": args.layers,

@@ -255,9 +255,9 @@ def load_config(
         except yaml.YAMLError as exc:
             raise CycleQDError(f"{path}: not valid YAML: {exc}") from exc
         root = path.resolve().parent
-    data = dict(data or {})
     if not isinstance(data, dict):
-        raise CycleQDError(f"{path}: the top level must be a mapping")
+        raise CycleQDError(f"{path}: the top level must be a mapping of config keys")
+    data = dict(data)
     for key, value in parse_overrides(overrides or []):
         _set_path(data, key, value)
     _resolve_paths(data, root)
