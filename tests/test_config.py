@@ -71,7 +71,7 @@ def test_unknown_expert_reference(tmp_path: Path) -> None:
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("seed: [1,\n")
-    with pytest.raises(CycleQDError, match="broken.yaml"):
+    with pytest.raises(CycleQDError, match=r"broken\.yaml"):
         load_config(path)
 
 
