@@ -104,7 +104,13 @@ class BasisConfig(StrictModel):
     """Expert SVD bases: numerical-rank cut-off, optional energy truncation, on-disk cache."""
 
     energy: float = Field(default=1.0, gt=0.0, le=1.0)
-    rtol: float = Field(default=1e-6, ge=0.0, lt=1.0)
+    rtol: float = Field(
+        default=1e-4,
+        ge=0.0,
+        lt=1.0,
+        description="Singular values below rtol * s_max are dropped: the float32 rounding noise of "
+        "theta_expert - theta_base, which would otherwise make a LoRA expert look full rank.",
+    )
     cache_dir: Path | None = None
     device: str = "cpu"
 

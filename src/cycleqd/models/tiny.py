@@ -22,7 +22,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,7 @@ from transformers import (
 __all__ = [
     "ARCHS",
     "CHAT_TEMPLATE",
+    "EVAL_SEED_OFFSET",
     "SKILLS",
     "SPECIAL_TOKENS",
     "TinySuite",
@@ -82,6 +84,10 @@ CHAT_TEMPLATE: str = (
 )
 
 SKILLS: tuple[str, ...] = ("copy", "rev", "add")
+
+# Held-out evaluation data of a suite built with ``seed`` uses ``seed + EVAL_SEED_OFFSET``, far
+# from the seeds used for training data, so callers can regenerate it without reading files.
+EVAL_SEED_OFFSET = 1_000_003
 
 # Bumped whenever the data format or the training recipe changes, so a cached suite built by an
 # older recipe is rebuilt instead of silently reused.
@@ -550,9 +556,24 @@ class TinySuite:
         return cls.from_json(root, json.loads((root / "suite.json").read_text(encoding="utf-8")))
 
 
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Silence transformers' per-save tqdm bar (noise in test logs), restoring it afterwards."""
+    hf_logging = transformers.utils.logging
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
+    with _quiet_progress():
+        model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
 
 
@@ -561,13 +582,13 @@ def build_tiny_suite(
     *,
     arch: Arch = "llama",
     seed: int = 0,
-    base_steps: int = 150,
+    base_steps: int = 500,
     expert_steps: int = 300,
     n_train: int = 2000,
     n_eval: int = 200,
     tie_word_embeddings: bool = False,
     lr: float = 3e-3,
-    expert_lr: float = 1e-3,
+    expert_lr: float = 2e-4,
     batch_size: int = 32,
     chat_fraction: float = 0.0,
     skills: Sequence[str] = SKILLS,
@@ -628,7 +649,7 @@ def build_tiny_suite(
     tokenizer = build_char_tokenizer()
 
     # Held-out evaluation data first, so training data can exclude its prompts.
-    eval_sets = {s: make_samples(s, n_eval, seed=seed + 1_000_003) for s in skills}
+    eval_sets = {s: make_samples(s, n_eval, seed=seed + EVAL_SEED_OFFSET) for s in skills}
     data_paths = {s: write_jsonl(out_dir / "data" / f"{s}.jsonl", eval_sets[s]) for s in skills}
     held_out = {x["prompt"] for samples in eval_sets.values() for x in samples}
 
