@@ -436,6 +436,7 @@ def compare_paths(case: Case, pop: Population, model: nn.Module, reps: int, seed
     agreement = rel_change(model, reference, case.base)
     del reference
     genome_runs, dense_runs = [], []
+    load_start = os.getloadavg()[0]
     for rep in range(1, reps + 1):
         genome_runs.append(genome_child(pop, rep, seed))
         dense_runs.append(dense_child(case, pop, model, rep, seed, fsync_times))
@@ -458,6 +459,7 @@ def compare_paths(case: Case, pop: Population, model: nn.Module, reps: int, seed
         "basis_bytes": pop.basis.nbytes(),
         "paths_agree_rel_err": agreement,
         "elites_per_archive": [len(a.elites()) for a in pop.archives],
+        "load_avg_reps": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -585,6 +587,7 @@ def energy_sweep(case: Case, pop: Population, model: nn.Module, reps: int, seed:
     pop.materialiser.load(child)
     full_child = snapshot(model)
     out: Json = {"child": [p1.id, p2.id], "truncation_matches_build_basis": {}}
+    load_start = os.getloadavg()[0]
     for energy in ENERGIES:
         log(f"full: energy {energy}")
         row: Json = {}
@@ -610,6 +613,7 @@ def energy_sweep(case: Case, pop: Population, model: nn.Module, reps: int, seed:
         out[str(energy)] = row
         del basis, mat, genome
         gc.collect()
+    out["load_avg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     return out
 
 
@@ -690,6 +694,7 @@ CASE_KEYS = (
     "basis_bytes",
     "paths_agree_rel_err",
     "elites_per_archive",
+    "load_avg_reps",
 )
 
 
