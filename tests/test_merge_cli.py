@@ -22,11 +22,26 @@ def test_merge_command_task_arithmetic(family: dict, tmp_path: Path) -> None:
     out = tmp_path / "ta"
     res = subprocess.run(
         [
-            sys.executable, "-m", "cycleqd.cli", "merge", "--method", "task_arithmetic",
-            "--base", str(family["base"]), "--experts", str(e0), "--experts", str(e1),
-            "--param", "weight=0.5", "--out", str(out),
+            sys.executable,
+            "-m",
+            "cycleqd.cli",
+            "merge",
+            "--method",
+            "task_arithmetic",
+            "--base",
+            str(family["base"]),
+            "--experts",
+            str(e0),
+            "--experts",
+            str(e1),
+            "--param",
+            "weight=0.5",
+            "--out",
+            str(out),
         ],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     base, a, b, merged = (_weights(p) for p in (family["base"], e0, e1, out))
@@ -34,8 +49,20 @@ def test_merge_command_task_arithmetic(family: dict, tmp_path: Path) -> None:
     want = base[name] + 0.5 * (a[name] - base[name]) + 0.5 * (b[name] - base[name])
     torch.testing.assert_close(merged[name].float(), want, rtol=1e-4, atol=1e-5)
     bad = subprocess.run(
-        [sys.executable, "-m", "cycleqd.cli", "merge", "--method", "nosuch",
-         "--experts", str(e0), "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "cycleqd.cli",
+            "merge",
+            "--method",
+            "nosuch",
+            "--experts",
+            str(e0),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert bad.returncode == 2 and "nosuch" in bad.stderr

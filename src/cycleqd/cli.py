@@ -379,8 +379,10 @@ def train_expert_cmd(
     base: Annotated[Path, typer.Option(help="Base Hugging Face model directory.")],
     task: Annotated[
         list[str],
-        typer.Option(help="Suite name (code-mini, os-mini, db-mini) or data file; repeatable "
-        "(several: one model on all of them, the all-data baseline)."),
+        typer.Option(
+            help="Suite name (code-mini, os-mini, db-mini) or data file; repeatable "
+            "(several: one model on all of them, the all-data baseline)."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Output Hugging Face model directory.")],
     method: Annotated[str, typer.Option(help="lora (merged on save) or full.")] = "lora",

@@ -75,6 +75,11 @@ class CrossoverConfig(StrictModel):
     mean: float = 1.0
     std: float = Field(default=0.01, ge=0.0)
     per_layer: bool = False
+    normalise: bool = Field(
+        default=True,
+        description="Divide by w1 + w2 (the paper's average); false: the parents' task vectors "
+        "add up (task arithmetic), which keeps weak experts' skills at full strength.",
+    )
 
 
 class MutationConfig(StrictModel):
@@ -96,6 +101,11 @@ class SearchConfig(StrictModel):
         default=1.0,
         gt=0.0,
         description="Softmax temperature over elite qualities in the final merge.",
+    )
+    final_model: Literal["merge", "best_of"] = Field(
+        default="merge",
+        description="merge: the paper's softmax merge of each archive's best elite. best_of: that "
+        "merge or an archived individual, whichever has the best mean validation score.",
     )
     plot_every: int = Field(default=50, ge=0, description="Redraw elite maps every N generations.")
 

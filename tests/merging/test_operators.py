@@ -46,6 +46,18 @@ def test_crossover_matches_weight_space_merge() -> None:
         assert close(task_vector(basis, child, name), expected), name
 
 
+def test_unnormalised_crossover_is_task_arithmetic_of_the_parents() -> None:
+    _, _, taus, basis = setup()
+    rng = torch.Generator().manual_seed(7)
+    parents = expert_genome(basis, 0), expert_genome(basis, 2)
+    child, weights = crossover(*parents, rng, std=0.01, normalise=False)
+    w = torch.normal(1.0, 0.01, size=(2,), generator=torch.Generator().manual_seed(7))
+    assert weights["model"] == (float(w[0]), float(w[1]))
+    for name in basis.names:
+        expected = float(w[0]) * taus["x0"][name] + float(w[1]) * taus["x2"][name]
+        assert close(task_vector(basis, child, name), expected), name
+
+
 def test_per_layer_crossover_uses_one_weight_pair_per_layer() -> None:
     _, _, taus, basis = setup()
     child, weights = crossover(

@@ -6,6 +6,7 @@ merges through the same bases, genomes, archives and run directory as for langua
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -67,7 +68,8 @@ class Accuracy:
         return TaskResult(float((pred == self.y).float().mean()))
 
 
-def test_cnn_search_end_to_end(tmp_path: Path) -> None:
+def cnn_search(tmp_path: Path, **settings) -> dict:
+    """Train two CNN experts on their tasks and run CycleQD over their merges; the summary."""
     torch.manual_seed(0)
     base = TinyCNN()
     base.eval()
@@ -100,11 +102,15 @@ def test_cnn_search_end_to_end(tmp_path: Path) -> None:
         engine=resident,
         tasks=tasks,
         task_experts=[0, 1],
-        settings=SearchSettings(generations=20, seed=3, bc_bins=[6, 6]),
+        settings=SearchSettings(generations=20, seed=3, bc_bins=[6, 6], **settings),
         store=store,
         export=export,
     )
-    summary = search.run()
+    return search.run()
+
+
+def test_cnn_search_end_to_end(tmp_path: Path) -> None:
+    summary = cnn_search(tmp_path)
     experts_scores = summary["expert_scores"]
     # each expert learned its own task
     assert experts_scores["leftright"]["leftright"] > 0.8
@@ -112,6 +118,27 @@ def test_cnn_search_end_to_end(tmp_path: Path) -> None:
     assert summary["generations_done"] == 20
     final = summary["final"]["scores"]
     assert set(final) == set(LABELS)
+    assert summary["final"]["chosen"] == "merge"  # the paper's final model, by default
     # the merged CNN keeps both skills above chance
     assert min(final.values()) > 0.6, final
     assert (tmp_path / "final.safetensors").is_file()
+
+
+def test_summed_crossover_and_best_of_final(tmp_path: Path) -> None:
+    summary = cnn_search(tmp_path, crossover_normalise=False, final_model="best_of")
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # task arithmetic of the parents: weights near 1 each, not normalised to sum to 1
+    assert all(abs(w - 1) < 0.1 for m in metrics for w in m["crossover_weights"])
+    final = summary["final"]
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    archived = {e["id"] for a in state["archives"] for e in a["elites"]}
+    mean = lambda scores: sum(scores.values()) / len(scores)  # noqa: E731
+    best_elite = max(mean(state["scores"][i]) for i in archived)
+    # the better of the merge and the best archived individual, by mean validation score
+    assert mean(final["scores"]) == max(mean(final["merge_scores"]), best_elite)
+    if final["chosen"] == "merge":
+        assert final["scores"] == final["merge_scores"]
+    else:
+        assert final["chosen"] in archived
+        assert final["scores"] == state["scores"][final["chosen"]]
+    assert min(final["scores"].values()) > 0.6, final

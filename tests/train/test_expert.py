@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.engine import HFEngine
+from cycleqd.models.engine import HFEngine, bf16_is_fast, pick_device
 from cycleqd.tasks.code.task import CodeParams, CodeTask
 from cycleqd.train import TrainConfig, train_expert
 from cycleqd.train.batching import collate
@@ -23,7 +23,15 @@ from cycleqd.train.save import save_expert
 from cycleqd.train.spec import resolve_spec
 
 # Fast, deterministic settings for a 2-layer char model (the defaults suit SmolLM2 instead).
-QUICK = {"method": "full", "lr": 1e-2, "batch_size": 4, "warmup_ratio": 0.0, "workers": 1}
+# float32: a tiny model at lr 1e-2 must learn its one program exactly; bf16 has its own test.
+QUICK = {
+    "method": "full",
+    "lr": 1e-2,
+    "batch_size": 4,
+    "warmup_ratio": 0.0,
+    "workers": 1,
+    "precision": "float32",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,33 @@ def test_training_lowers_loss_and_raises_the_code_score(
     task = CodeTask("code", CodeParams(data=fixed_reply_data, max_new_tokens=48))
     assert task.evaluate(HFEngine(tiny_base)).quality == 0.0
     assert task.evaluate(HFEngine(out)).quality == 1.0
+
+
+def test_bf16_autocast_training_also_learns_and_is_part_of_the_cache_key(
+    tiny_base: Path, fixed_reply_data: Path, tmp_path: Path
+) -> None:
+    settings = {**QUICK, "precision": "bfloat16"}
+    out = tmp_path / "bf16"
+    report = train_expert(tiny_base, [fixed_reply_data], out, epochs=30, progress=False, **settings)
+    assert report.hyperparameters["precision"] == "bfloat16"
+    assert mean_loss(out, fixed_reply_data) < 0.5 * mean_loss(tiny_base, fixed_reply_data)
+    again = train_expert(tiny_base, [fixed_reply_data], out, epochs=30, progress=False, **settings)
+    assert again.skipped
+    fp32 = {**settings, "precision": "float32"}
+    assert not train_expert(
+        tiny_base, [fixed_reply_data], out, epochs=1, progress=False, **fp32
+    ).skipped
+
+
+def test_auto_precision_is_resolved_before_the_cache_key(
+    tiny_base: Path, fixed_reply_data: Path, tmp_path: Path
+) -> None:
+    settings = {**QUICK, "precision": "auto"}
+    report = train_expert(
+        tiny_base, [fixed_reply_data], tmp_path / "e", epochs=1, progress=False, **settings
+    )
+    expected = "bfloat16" if bf16_is_fast(pick_device("auto")) else "float32"
+    assert report.hyperparameters["precision"] == expected
 
 
 def test_lora_merge_saves_a_plain_checkpoint_with_the_adapted_logits(

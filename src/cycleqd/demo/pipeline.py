@@ -153,7 +153,12 @@ class Demo:
                 {**self._task(skill, data[skill]["validation"]), "bc": {"bins": self.p.bins}}
                 for skill in SKILLS
             ],
-            "search": {"generations": self.p.generations, "plot_every": 0},
+            "search": {
+                "generations": self.p.generations,
+                "plot_every": 0,
+                "crossover": {"normalise": self.p.crossover_normalise},
+                "final_model": self.p.final_model,
+            },
             "engine": self._engine(),
         }
         run_dir = self.out / "cycleqd"

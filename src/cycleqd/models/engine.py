@@ -40,10 +40,27 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls in hardware (AVX512-BF16 or AMX).
+
+    There, bf16 halves the bytes a memory-bound decoding step reads and prefill runs about 2.8x
+    faster (SmolLM2-135M, 2 cores); elsewhere bf16 is emulated and slower than float32.
+    """
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers: absent in some torch builds
+        return False
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bfloat16 pays off on a GPU and on CPUs with native bf16; elsewhere float32 is faster."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on a GPU and float32 on the CPU (where bf16 matmuls are slow)."""
+    """``auto`` is bfloat16 where :func:`bf16_is_fast`, else float32."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
     return _DTYPES[dtype]
 
 

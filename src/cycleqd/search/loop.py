@@ -50,10 +50,12 @@ class SearchSettings:
     crossover_mean: float = 1.0
     crossover_std: float = 0.01
     crossover_per_layer: bool = False
+    crossover_normalise: bool = True
     mutation: str = "svd"
     w_max: float = 0.1
     mutation_std: float = 3e-4
     final_temperature: float = 1.0
+    final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
     bc_ranges: Sequence[tuple[float, float] | str] = ()
     bc_bins: Sequence[int] = ()
     plot_every: int = 50
@@ -290,6 +292,7 @@ class CycleQD:
             mean=s.crossover_mean,
             std=s.crossover_std,
             per_layer=s.crossover_per_layer,
+            normalise=s.crossover_normalise,
         )
         if s.mutation == "svd":
             child = svd_mutation(
@@ -343,7 +346,12 @@ class CycleQD:
             self.plot(self.store, [a.to_json() for a in self.archives])
 
     def _final(self) -> None:
-        """Merge the best elite of each archive (softmax of their qualities) and evaluate it."""
+        """Merge the best elite of each archive (softmax of their qualities) and evaluate it.
+
+        With ``final_model: best_of`` an archived individual whose mean validation score beats
+        the merge's is the final model instead: every elite was already scored on every task, so
+        the choice costs nothing and still never looks at test data.
+        """
         self.progress({"phase": "final"})
         bests = [a.best() for a in self.archives]
         qualities = [b.quality for b in bests]
@@ -352,14 +360,23 @@ class CycleQD:
             qualities,
             self.settings.final_temperature,
         )
-        self.store.save_individual("final", genome)
         result = self.evaluate(genome, records=True)
-        scores = result.scores
+        scores, chosen = result.scores, "merge"
+        if self.settings.final_model == "best_of":
+            archived = {e.id for a in self.archives for e in a.elites()}
+            candidates = sorted((i, sc) for i, sc in self.state["scores"].items() if i in archived)
+            best_id, best_scores = max(candidates, key=lambda c: _mean(c[1]))
+            if _mean(best_scores) > _mean(scores):
+                genome = self.store.load_individual(best_id)
+                scores, chosen = best_scores, best_id
+        self.store.save_individual("final", genome)
         model_path = self.export(genome) if self.export is not None else None
         self.store.write_json("final/records.json", result.records)
         self.state["final"] = {
             "elites": [b.id for b in bests],
             "beta": softmax_weights(qualities, self.settings.final_temperature),
+            "merge_scores": result.scores,
+            "chosen": chosen,
             "scores": scores,
             "model": model_path,
         }
@@ -389,3 +406,7 @@ def summarise(state: dict[str, Any], archives: Sequence[TaskArchive]) -> dict[st
         },
         "final": state.get("final"),
     }
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return sum(scores.values()) / len(scores)

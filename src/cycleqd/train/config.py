@@ -28,6 +28,9 @@ class TrainConfig(BaseModel):
     seed: model init of the adapters, data generation and data order.
     n_train: suites: train samples generated per suite; files: first n samples (None = all).
     warmup_ratio, weight_decay, max_grad_norm: the optimizer schedule.
+    precision: matmul precision of training: ``bfloat16`` autocast (weights and optimizer stay
+        float32) or ``float32``; ``auto`` is bf16 on a GPU and on CPUs with native bf16
+        (about 1.5x faster steps there), float32 elsewhere. Resolved before the cache key.
     device: ``auto`` (CUDA when available), ``cpu``, ``cuda``...
     workers: environments replaying gold trajectories at once (and code graders).
     db_url: an existing MySQL server for DBBench data (default: a private MariaDB).
@@ -50,6 +53,7 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, ge=0)
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     device: str = "auto"
     workers: int = Field(default=2, ge=1)
     db_url: str | None = None

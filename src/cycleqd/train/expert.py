@@ -34,7 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import cycleqd
 from cycleqd.errors import CycleQDError
-from cycleqd.models.engine import pick_device
+from cycleqd.models.engine import bf16_is_fast, pick_device
 from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
 from cycleqd.train.data import BuildOptions, build_conversations
@@ -190,6 +190,10 @@ def train_expert(
     """
     config = (config or TrainConfig()).model_copy(update=overrides)
     config = TrainConfig.model_validate(config.model_dump())
+    device = pick_device(config.device)
+    if config.precision == "auto":
+        precision = "bfloat16" if bf16_is_fast(device) else "float32"
+        config = config.model_copy(update={"precision": precision})
     base, out = Path(base), Path(out)
     sources, key = cache_key_for(base, tasks, config)
     record = read_training_record(out)
@@ -246,7 +250,6 @@ def train_expert(
             )
         data_seconds = time.perf_counter() - t0
 
-        device = pick_device(config.device)
         _seed_everything(config.seed)  # adapters start the same whatever the data step drew
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
         if config.method == "lora":
@@ -266,6 +269,7 @@ def train_expert(
             warmup_ratio=config.warmup_ratio,
             weight_decay=config.weight_decay,
             max_grad_norm=config.max_grad_norm,
+            autocast=torch.bfloat16 if config.precision == "bfloat16" else None,
         )
         step_task = bar.add_task("train", total=None, info="") if bar else None
 

@@ -35,6 +35,7 @@ class LoopSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     share_prefix: bool = True
+    autocast: torch.dtype | None = None  # e.g. bfloat16: matmuls in bf16, master weights fp32
 
 
 def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
@@ -93,7 +94,9 @@ def train_loop(
     total = count_steps(samples, settings)
     warmup = max(1, round(settings.warmup_ratio * total))
     autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        torch.autocast(device.type, dtype=settings.autocast)
+        if settings.autocast is not None
+        else nullcontext()
     )
     losses: list[float] = []
     model.train()
