@@ -53,7 +53,7 @@ def test_in_place_materialisation_matches_the_expert_checkpoint(arch_family: dic
     expert = AutoModelForCausalLM.from_pretrained(arch_family["experts"]["e1"]).eval()
     ids = torch.tensor([[1, 5, 9, 12, 7]])
     with torch.no_grad():
-        ours = engine.module(input_ids=ids).logits
+        ours = engine.module(input_ids=ids.to(engine.device)).logits.cpu()
         ref = expert(input_ids=ids).logits
     assert torch.allclose(ours, ref, atol=1e-4)
 

@@ -26,7 +26,7 @@ import torch
 
 from cycleqd.errors import CycleQDError
 
-__all__ = ["GGUF_MAGIC", "GgufInfo", "convert_gguf", "read_gguf_info"]
+__all__ = ["GGUF_MAGIC", "GgufInfo", "convert_gguf", "gguf_special_tokens", "read_gguf_info"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -167,6 +167,8 @@ def convert_gguf(
     # A Hugging Face tokenizer defaults to an effectively infinite max length; the model's
     # context length is the honest limit and what the original checkpoint declares.
     tokenizer.model_max_length = int(config.max_position_embeddings)
+    for attr, token in gguf_special_tokens(gguf_path).items():
+        setattr(tokenizer, attr, token)
     _fill_generation_ids(model, tokenizer)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +196,33 @@ def _check_dense(model: torch.nn.Module, gguf_path: Path) -> None:
                 f"GGUF file {gguf_path}: tensor {pname} was not dequantised "
                 f"({type(param).__name__}, {param.dtype})"
             )
+
+
+_SPECIAL_TOKENS = {
+    "bos": "bos_token",
+    "eos": "eos_token",
+    "padding": "pad_token",
+    "unknown": "unk_token",
+}
+
+
+def gguf_special_tokens(path: Path) -> dict[str, str]:
+    """The special tokens the GGUF declares (``tokenizer.ggml.<kind>_token_id``), by attribute.
+
+    Set on the tokenizer explicitly: some transformers releases (5.17 among them) rebuild the
+    tokenizer with the wrong eos (``<s>`` for SmolLM2's ``</s>``), which then also becomes the
+    generation config's stop token and makes generation run to its length limit.
+    """
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    out: dict[str, str] = {}
+    for kind, attr in _SPECIAL_TOKENS.items():
+        token_id = _field(reader, f"tokenizer.ggml.{kind}_token_id")
+        if tokens is not None and token_id is not None and 0 <= int(token_id) < len(tokens):
+            out[attr] = tokens[int(token_id)]
+    return out
 
 
 def _fill_generation_ids(model: Any, tokenizer: Any) -> None:

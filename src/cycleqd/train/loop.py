@@ -52,6 +52,9 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> to
     targets = labels[:, p + 1 :]
     keep = torch.zeros((rows, width - p), dtype=torch.bool, device=device)
     keep[:, :-1] = targets != IGNORE
+    # Positions any row learns from, as 1-D indices: every transformers release with
+    # ``logits_to_keep`` takes those (a 2-D mask only the newest); rows then pick their own.
+    columns = keep.any(0).nonzero().squeeze(1)
     positions = torch.arange(p, width, device=device).unsqueeze(0).expand(rows, -1)
     logits = model(
         input_ids=ids[:, p:],
@@ -59,9 +62,9 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> to
         position_ids=positions,
         past_key_values=past,
         use_cache=past is not None,
-        logits_to_keep=keep,
-    ).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets[targets != IGNORE])
+        logits_to_keep=columns,
+    ).logits[keep[:, columns]]
+    return F.cross_entropy(logits.float(), targets[targets != IGNORE])
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
