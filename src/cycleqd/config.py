@@ -75,10 +75,11 @@ class CrossoverConfig(StrictModel):
     mean: float = 1.0
     std: float = Field(default=0.01, ge=0.0)
     per_layer: bool = False
-    normalise: bool = Field(
-        default=True,
-        description="Divide by w1 + w2 (the paper's average); false: the parents' task vectors "
-        "add up (task arithmetic), which keeps weak experts' skills at full strength.",
+    kind: Literal["linear", "per_expert"] = Field(
+        default="linear",
+        description="linear: the paper's weighted average of the parents' task vectors. "
+        "per_expert: the same per expert slice of the genome, weighted by how much of that "
+        "expert each parent carries, so a skill only one parent has passes on whole.",
     )
 
 

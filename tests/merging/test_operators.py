@@ -3,12 +3,13 @@ space (dense task vectors and their SVDs), not against the genome arithmetic it 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cycleqd.merging.aggregate import final_genome, softmax_weights
 from cycleqd.merging.basis import as_matrix, build_basis
 from cycleqd.merging.crossover import crossover, layer_of
-from cycleqd.merging.genome import expert_genome, task_vector
+from cycleqd.merging.genome import combine, expert_genome, task_vector
 from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
 from cycleqd.merging.sources import DictSource
 
@@ -46,16 +47,41 @@ def test_crossover_matches_weight_space_merge() -> None:
         assert close(task_vector(basis, child, name), expected), name
 
 
-def test_unnormalised_crossover_is_task_arithmetic_of_the_parents() -> None:
+def test_per_expert_crossover_passes_a_skill_one_parent_carries_whole() -> None:
     _, _, taus, basis = setup()
     rng = torch.Generator().manual_seed(7)
-    parents = expert_genome(basis, 0), expert_genome(basis, 2)
-    child, weights = crossover(*parents, rng, std=0.01, normalise=False)
-    w = torch.normal(1.0, 0.01, size=(2,), generator=torch.Generator().manual_seed(7))
-    assert weights["model"] == (float(w[0]), float(w[1]))
+    # two single-skill experts: the child carries both at full strength (linear halves them)
+    child, _ = crossover(
+        expert_genome(basis, 0), expert_genome(basis, 2), rng, kind="per_expert", basis=basis
+    )
     for name in basis.names:
-        expected = float(w[0]) * taus["x0"][name] + float(w[1]) * taus["x2"][name]
-        assert close(task_vector(basis, child, name), expected), name
+        assert close(task_vector(basis, child, name), taus["x0"][name] + taus["x2"][name]), name
+    # an expert both parents carry is averaged, never grown: (x0 + x2) x x0 -> x0 + x2 again
+    again, _ = crossover(child, expert_genome(basis, 0), rng, kind="per_expert", basis=basis)
+    for name in basis.names:
+        assert close(task_vector(basis, again, name), taus["x0"][name] + taus["x2"][name]), name
+
+
+def test_per_expert_crossover_weights_a_shared_expert_by_its_strength_in_each_parent() -> None:
+    _, _, _, basis = setup()
+    rng = torch.Generator().manual_seed(3)
+    full = expert_genome(basis, 1)
+    half = combine([full], [0.5])
+    child, weights = crossover(full, half, rng, std=0.0, kind="per_expert", basis=basis)
+    assert weights["model"] == (0.5, 0.5)
+    for name, m in basis.matrices.items():
+        sl = m.slice(1)
+        # weights 0.5 * 1 and 0.5 * 0.5 of the slice norm: (1 * 1 + 0.5 * 0.5) / 1.5 = 5/6
+        assert torch.allclose(child.coeffs[name][sl], full.coeffs[name][sl] * 5 / 6, rtol=1e-5)
+        assert child.coeffs[name][m.slice(0)].abs().max() == 0
+
+
+def test_per_expert_crossover_needs_the_basis() -> None:
+    _, _, _, basis = setup()
+    with pytest.raises(ValueError, match="basis"):
+        crossover(
+            expert_genome(basis, 0), expert_genome(basis, 1), torch.Generator(), kind="per_expert"
+        )
 
 
 def test_per_layer_crossover_uses_one_weight_pair_per_layer() -> None:

@@ -156,7 +156,7 @@ class Demo:
             "search": {
                 "generations": self.p.generations,
                 "plot_every": 0,
-                "crossover": {"normalise": self.p.crossover_normalise},
+                "crossover": {"kind": self.p.crossover},
                 "final_model": self.p.final_model,
             },
             "engine": self._engine(),

@@ -30,17 +30,17 @@ class Preset:
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)
     real_limit: int | None = 30
     merges: tuple[str, ...] = ("linear", "task_arithmetic", "ties", "dare_ties")
-    # the search's operators (config ``search.crossover.normalise`` and ``search.final_model``)
-    crossover_normalise: bool = True
+    # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
+    crossover: str = "linear"
     final_model: str = "merge"
 
 
 PRESETS: dict[str, Preset] = {
     # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
-    # experts at 0.125 on validation, too weak for any merge to show anything. The search sums
-    # task vectors in crossover and keeps the better of the merge and the best elite (see
-    # ``crossover.normalise`` and ``final_model``): with a 135M model, averaging two experts
-    # halves both skills and a few dozen generations cannot climb back.
+    # experts at 0.125 on validation, too weak for any merge to show anything. The search merges
+    # per expert slice in crossover and keeps the better of the merge and the best elite (see
+    # ``search.crossover.kind`` and ``search.final_model``): with a 135M model, the paper's
+    # average of two experts halves both skills and a few dozen generations cannot climb back.
     "cpu": Preset(
         name="cpu",
         n_train=192,
@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
         train_epochs=1,
         batch_size=32,
         real_limit=10,
-        crossover_normalise=False,
+        crossover="per_expert",
         final_model="best_of",
     ),
     "full": Preset(

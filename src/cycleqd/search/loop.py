@@ -50,7 +50,7 @@ class SearchSettings:
     crossover_mean: float = 1.0
     crossover_std: float = 0.01
     crossover_per_layer: bool = False
-    crossover_normalise: bool = True
+    crossover_kind: str = "linear"  # or "per_expert"
     mutation: str = "svd"
     w_max: float = 0.1
     mutation_std: float = 3e-4
@@ -292,7 +292,8 @@ class CycleQD:
             mean=s.crossover_mean,
             std=s.crossover_std,
             per_layer=s.crossover_per_layer,
-            normalise=s.crossover_normalise,
+            kind=s.crossover_kind,  # type: ignore[arg-type]
+            basis=self.basis,
         )
         if s.mutation == "svd":
             child = svd_mutation(

@@ -34,7 +34,7 @@ def settings_from_config(config: RunConfig) -> SearchSettings:
         crossover_mean=s.crossover.mean,
         crossover_std=s.crossover.std,
         crossover_per_layer=s.crossover.per_layer,
-        crossover_normalise=s.crossover.normalise,
+        crossover_kind=s.crossover.kind,
         mutation=s.mutation.kind,
         w_max=s.mutation.w_max,
         mutation_std=s.mutation.std,
