@@ -397,6 +397,12 @@ def train_expert_cmd(
     ] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast on a GPU or a CPU with native bf16), float32, bfloat16."
+        ),
+    ] = "auto",
     db_url: Annotated[str | None, typer.Option(help="An existing MySQL server.")] = None,
     force: Annotated[bool, typer.Option(help="Train even if an identical expert exists.")] = False,
 ) -> None:
@@ -414,6 +420,7 @@ def train_expert_cmd(
         n_train=n_train,
         seed=seed,
         device=device,
+        precision=precision,
         db_url=db_url,
     )
     report = train_expert(base, task, out, config, force=force)
@@ -492,7 +499,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except Exception as exc:
         import click
+        from pydantic import ValidationError
 
+        if isinstance(exc, ValidationError):  # an option value the settings model refuses
+            for e in exc.errors():
+                where = ".".join(str(x) for x in e["loc"]) or exc.title
+                console.print(f"[red]error:[/red] {where}: {e['msg']}", highlight=False)
+            sys.exit(2)
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)

@@ -197,3 +197,20 @@ def test_bad_inputs_raise_user_errors(tiny_base: Path, tmp_path: Path) -> None:
         train_expert(tmp_path, ["code-mini"], tmp_path / "x", progress=False)
     with pytest.raises(CycleQDError, match="at least one"):
         train_expert(tiny_base, [], tmp_path / "x", progress=False)
+
+
+def test_cli_refuses_a_bad_option_value_with_its_name_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "e")
+    args = ["train-expert", "--base", str(tmp_path), "--task", "code-mini", "--out", out]
+    res = subprocess.run(
+        [sys.executable, "-m", "cycleqd.cli", *args, "--precision", "fp8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "precision" in res.stdout + res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "e").exists()
