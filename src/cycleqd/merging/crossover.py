@@ -9,11 +9,11 @@ weights scaled by how much of that expert each parent carries (the norm of its s
 ``c_e = (w1 |c1_e| c1_e + w2 |c2_e| c2_e) / (w1 |c1_e| + w2 |c2_e|)``. A skill only one parent
 carries passes to the child whole; one both carry is averaged as in ``linear``; no coefficient
 grows past the larger parent's. Why: ``linear`` halves each skill when two single-skill experts
-meet, and the search must then climb back through mutation, which a budget of a few dozen
-generations does not allow. Summing instead (task arithmetic) keeps both skills in the first
-generation but overshoots in the next: in the SmolLM2-135M demo a child of (code + os) and the
-code expert held twice the code vector and fell from 0.62 to 0.44 on code validation, and
-children with three or more summed vectors scored 0 everywhere.
+meet, and the search must then climb back through mutation, one small step a generation. Summing
+instead (task arithmetic) keeps both skills in the first generation but overshoots in the next:
+in the SmolLM2-135M demo a child of (code + os) and the code expert held twice the code vector
+and fell from 0.62 to 0.44 on code validation, and children with three or more summed vectors
+scored 0 everywhere.
 """
 
 from __future__ import annotations
