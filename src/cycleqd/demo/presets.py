@@ -39,8 +39,9 @@ PRESETS: dict[str, Preset] = {
     # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
     # experts at 0.125 on validation, too weak for any merge to show anything. The search merges
     # per expert slice in crossover and keeps the better of the merge and the best elite (see
-    # ``search.crossover.kind`` and ``search.final_model``): with a 135M model, the paper's
-    # average of two experts halves both skills and a few dozen generations cannot climb back.
+    # ``search.crossover.kind`` and ``search.final_model``): the paper's average of two
+    # single-skill experts halves both skills, and mutation climbs back one small step a
+    # generation, too slowly for 12 generations.
     "cpu": Preset(
         name="cpu",
         n_train=192,

@@ -210,8 +210,8 @@ def gguf_special_tokens(path: Path) -> dict[str, str]:
     """The special tokens the GGUF declares (``tokenizer.ggml.<kind>_token_id``), by attribute.
 
     Set on the tokenizer explicitly: some transformers releases (5.17 among them) rebuild the
-    tokenizer with the wrong eos (``<s>`` for SmolLM2's ``</s>``), which then also becomes the
-    generation config's stop token and makes generation run to its length limit.
+    tokenizer with another eos than the file's (``<s>`` instead of ``</s>`` for a llama GGUF),
+    which would then also become the generation config's stop token.
     """
     from gguf import GGUFReader
 
