@@ -72,9 +72,8 @@ def crossover(
         )
         drawn = {g: _draw(rng, mean, std) for g in groups}
         weights = [{n: drawn[layer_of(n)][i] for n in parent1.coeffs} for i in range(2)]
-    linear = combine([parent1, parent2], weights)
     if kind == "linear":
-        return linear, drawn
+        return combine([parent1, parent2], weights), drawn
     assert basis is not None
     coeffs = {
         name: _per_expert(
@@ -82,7 +81,9 @@ def crossover(
         )
         for name, slices in _expert_slices(basis).items()
     }
-    return Genome(coeffs=coeffs, dense=linear.dense), drawn
+    # dense deltas (Gaussian mutation) lie outside the expert slices: merged as in ``linear``
+    dense = combine([Genome(coeffs={}, dense=p.dense) for p in (parent1, parent2)], weights).dense
+    return Genome(coeffs=coeffs, dense=dense), drawn
 
 
 def _weight(weights: list[float | dict[str, float]], name: str) -> tuple[float, float]:

@@ -22,19 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import cycleqd
 from cycleqd.errors import CycleQDError
 from cycleqd.models.engine import bf16_is_fast, pick_device
+from cycleqd.progress import bar_columns
 from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
 from cycleqd.train.data import BuildOptions, build_conversations
@@ -146,15 +140,7 @@ def _seed_everything(seed: int) -> None:
 def _progress(enabled: bool) -> AbstractContextManager[Progress | None]:
     if not enabled:
         return nullcontext(None)
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    return Progress(*bar_columns())
 
 
 def _check_base(base: Path) -> None:
