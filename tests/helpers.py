@@ -42,6 +42,33 @@ def write_model_family(root: Path, arch: str = "llama", *, n_experts: int = 3) -
     return {"base": root / "base", "experts": experts}
 
 
+def lora_like_family(root: Path, n_experts: int = 3, rank: int = 3) -> dict:
+    """Base + experts whose task vectors are low rank on 2-D tensors and zero on 1-D ones.
+
+    Expert 0 also changes the (tied) embedding, so the embedding and LM-head hooks are exercised.
+    """
+    tok = build_char_tokenizer()
+    base = build_random_model("llama", tok, seed=0, hidden=32, intermediate=64, layers=2)
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    experts = {}
+    for i in range(n_experts):
+        gen = torch.Generator().manual_seed(100 + i)
+        state = {}
+        for name, t in base.state_dict().items():
+            if t.dim() == 2 and ("embed" not in name or i == 0):
+                b = torch.randn(t.shape[0], rank, generator=gen)
+                a = torch.randn(rank, t.shape[1], generator=gen)
+                t = t + 0.05 * (b @ a) / rank**0.5
+            state[name] = t.clone()
+        model = build_random_model("llama", tok, seed=0, hidden=32, intermediate=64, layers=2)
+        model.load_state_dict(state)
+        model.save_pretrained(root / f"e{i}")
+        tok.save_pretrained(root / f"e{i}")
+        experts[f"e{i}"] = root / f"e{i}"
+    return {"base": root / "base", "experts": experts}
+
+
 def write_tasks(root: Path) -> dict[str, Path]:
     """Two small prompt/target files: enough for exact-match and likelihood tasks."""
     files = {}

@@ -132,17 +132,36 @@ class EngineConfig(StrictModel):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(default=16, ge=1)
+    population_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows per forward pass when several children share passes "
+        "(executor.children_per_batch > 1); default: batch_size per child.",
+    )
 
 
 class ExecutorConfig(StrictModel):
     """Where children are evaluated: in this process, or on a pool of Ray actors.
 
     With Ray, every actor holds a resident engine and its task environments; the main process
-    keeps the archives and keeps ``in_flight`` children evaluating at once (default: one per
-    actor), sampling the next child as soon as one returns.
+    keeps the archives and keeps ``in_flight`` children evaluating at once (default:
+    ``children_per_batch`` per actor), sampling the next child as soon as one returns. Each actor
+    (or the serial executor) evaluates up to ``children_per_batch`` children in shared passes.
     """
 
     kind: Literal["serial", "ray"] = "serial"
+    children_per_batch: int = Field(
+        default=1,
+        ge=1,
+        description="Children evaluated together on one engine: their rows share every forward "
+        "pass, each row adding its own child's low-rank delta over the expert bases.",
+    )
+    population: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="auto: a measured cost model picks shared passes or per-child "
+        "materialisation for each group; on: always share what can be shared; off: always "
+        "materialise one child at a time.",
+    )
     actors: int = Field(default=2, ge=1)
     in_flight: int | None = Field(default=None, ge=1)
     actor_cpus: float = Field(default=1.0, ge=0.0)

@@ -58,6 +58,11 @@ class Materialiser:
         for v in basis.vectors.values():
             v.taus = v.taus.to(device)
 
+    @property
+    def targets(self) -> dict[str, torch.Tensor]:
+        """The resident model's tensor for every basis tensor name."""
+        return self._targets
+
     @torch.no_grad()
     def load(self, genome: Genome) -> None:
         """Make the resident model compute with ``genome``'s weights."""

@@ -8,13 +8,17 @@ from length-sorted prompts to waste little padding, and stop strings end a seque
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
@@ -62,6 +66,16 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if bf16_is_fast(device) else torch.float32
     return _DTYPES[dtype]
+
+
+class RowGroups(Protocol):
+    """Assigns batch rows to models that share one forward pass (a population of children).
+
+    The engine only says which group each row of the next forward passes belongs to; what a group
+    is (a child's coefficients over the expert bases) is the caller's business.
+    """
+
+    def rows(self, groups: torch.Tensor) -> ContextManager[None]: ...
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -116,6 +130,7 @@ class HFEngine:
         device: str = "auto",
         dtype: str = "float32",
         batch_size: int = 16,
+        population_batch_size: int | None = None,
         prefix_sharing: bool = True,
         min_shared_prefix: int = 32,
     ) -> None:
@@ -127,6 +142,8 @@ class HFEngine:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.batch_size = batch_size
+        # rows per forward when several children share passes (default: batch_size per child)
+        self.population_batch_size = population_batch_size
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
@@ -135,6 +152,11 @@ class HFEngine:
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
+        # transformers 5.2x renamed the cache argument (``past_key_values`` -> ``cache``) and warns
+        # on every call that uses the old name; older releases only know the old one.
+        params = inspect.signature(type(self.model).forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.row_groups: RowGroups | None = None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -157,9 +179,12 @@ class HFEngine:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
+    def _batches(self, lengths: list[int], groups: Sequence[int] | None = None) -> list[list[int]]:
+        size = self.batch_size
+        if groups is not None:
+            size = self.population_batch_size or self.batch_size * len(set(groups))
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [order[i : i + size] for i in range(0, len(order), size)]
 
     @torch.no_grad()
     def generate(
@@ -170,18 +195,22 @@ class HFEngine:
         stop: Sequence[str] = (),
         chat: bool = True,
         until: Callable[[str], bool] | None = None,
+        groups: Sequence[int] | None = None,
     ) -> list[str]:
         """Greedy completions, in the order of ``prompts``; text is cut before a stop string.
 
         ``until(text)`` ends a sequence as soon as it holds for the text generated so far (the
         text is kept whole: the predicate marks the end of something useful, not a delimiter).
+        ``groups`` (one per prompt) says which model of a population (see :attr:`row_groups`)
+        answers each prompt; rows of different groups share every forward pass.
         """
+        self._check_groups(prompts, groups)
         tok = self.tokenizer
         ids = [self._bos() + self._encode(self.format(p, chat)) for p in prompts]
         outputs: list[str] = [""] * len(ids)
         pad = tok.pad_token_id
         shared = self._shared_prefix(ids)
-        for batch in self._batches([len(x) for x in ids]):
+        for batch in self._batches([len(x) for x in ids], groups):
             rows = [ids[i][len(shared) :] for i in batch]
             width = max(len(r) for r in rows)
             total = len(shared) + width
@@ -202,22 +231,24 @@ class HFEngine:
             if until is not None:
                 stops.append(_StopWhen(tok, until, total))
             criteria = StoppingCriteriaList(stops) if stops else None
+            rows = self._row_tensor(groups, batch)
             extra: dict[str, Any] = {}
             if shared:
-                extra["past_key_values"] = self._prefix_cache(shared, len(batch))
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=pad,
-                eos_token_id=tok.eos_token_id,
-                stopping_criteria=criteria,
-                **extra,
-            )
+                extra[self._cache_arg] = self._prefix_cache(shared, len(batch), rows)
+            with self._rows(rows):
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=pad,
+                    eos_token_id=tok.eos_token_id,
+                    stopping_criteria=criteria,
+                    **extra,
+                )
             texts = tok.batch_decode(out[:, total:], skip_special_tokens=True)
             for i, text in zip(batch, texts, strict=True):
                 outputs[i] = _cut_at_stop(text, stop)
@@ -242,16 +273,66 @@ class HFEngine:
             n = k
         return list(first[:n]) if n >= self.min_shared_prefix else []
 
-    def _prefix_cache(self, prefix: list[int], rows: int) -> Any:
-        """Keys and values of ``prefix``, computed once and repeated for ``rows`` sequences."""
-        out = self.model(
-            input_ids=torch.tensor([prefix], device=self.device),
-            attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
-            use_cache=True,
-        )
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(rows)
+    def _prefix_cache(self, prefix: list[int], n: int, rows: torch.Tensor | None) -> Any:
+        """Keys and values of ``prefix``, computed once per model and repeated for ``n`` rows.
+
+        With row groups the prefix's keys and values differ between the population's models, so
+        it is computed once for each group present in the batch and each row takes its group's.
+        """
+        distinct = [0] if rows is None else sorted({int(g) for g in rows})
+        ids = torch.tensor([prefix] * len(distinct), device=self.device)
+        with self._rows(None if rows is None else torch.tensor(distinct)):
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        if rows is None:
+            cache.batch_repeat_interleave(n)
+        else:
+            where = {g: i for i, g in enumerate(distinct)}
+            cache.batch_select_indices(
+                torch.tensor([where[int(g)] for g in rows], device=self.device)
+            )
         return cache
+
+    @torch.no_grad()
+    def time_forward(
+        self, rows: int, *, groups: Sequence[int] | None = None, tokens: int = 4
+    ) -> float:
+        """Seconds of one forward pass over ``rows`` rows of ``tokens`` fixed token ids.
+
+        The population cost model compares one shared pass of a group with per-child passes;
+        the best of two timed runs after a warm-up keeps one-off allocation out of it.
+        """
+        gen = torch.Generator().manual_seed(0)
+        vocab = int(getattr(self.model.config, "vocab_size", 100))
+        ids = torch.randint(0, vocab, (rows, tokens), generator=gen).to(self.device)
+        row_tensor = None if groups is None else torch.tensor(list(groups))
+        best = float("inf")
+        with self._rows(row_tensor):
+            for attempt in range(3):
+                started = time.perf_counter()
+                self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if attempt:
+                    best = min(best, time.perf_counter() - started)
+        return best
+
+    def _check_groups(self, prompts: Sequence[Any], groups: Sequence[int] | None) -> None:
+        if groups is None:
+            return
+        if self.row_groups is None:
+            raise CycleQDError("groups given, but no population is active on this engine")
+        if len(groups) != len(prompts):
+            raise ValueError(f"{len(groups)} groups for {len(prompts)} prompts")
+
+    @staticmethod
+    def _row_tensor(groups: Sequence[int] | None, batch: list[int]) -> torch.Tensor | None:
+        return None if groups is None else torch.tensor([groups[i] for i in batch])
+
+    def _rows(self, rows: torch.Tensor | None) -> ContextManager[None]:
+        if rows is None or self.row_groups is None:
+            return contextlib.nullcontext()
+        return self.row_groups.rows(rows)
 
     def _bos(self) -> list[int]:
         """A leading BOS when the tokenizer would add one itself (Llama-style)."""
@@ -261,15 +342,24 @@ class HFEngine:
 
     @torch.no_grad()
     def target_likelihood(
-        self, prompts: Sequence[Prompt], targets: Sequence[str], *, chat: bool = False
+        self,
+        prompts: Sequence[Prompt],
+        targets: Sequence[str],
+        *,
+        chat: bool = False,
+        groups: Sequence[int] | None = None,
     ) -> list[float]:
-        """Per sample ``exp(mean log p(target tokens | prompt))``, right-padded batches."""
+        """Per sample ``exp(mean log p(target tokens | prompt))``, right-padded batches.
+
+        ``groups``: as in :meth:`generate`.
+        """
+        self._check_groups(prompts, groups)
         pairs = [
             (self._bos() + self._encode(self.format(p, chat)), self._encode(t))
             for p, t in zip(prompts, targets, strict=True)
         ]
         scores = [0.0] * len(pairs)
-        for batch in self._batches([len(a) + len(b) for a, b in pairs]):
+        for batch in self._batches([len(a) + len(b) for a, b in pairs], groups):
             seqs = [pairs[i][0] + pairs[i][1] for i in batch]
             width = max(len(s) for s in seqs)
             input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id)
@@ -277,9 +367,10 @@ class HFEngine:
             for row, seq in enumerate(seqs):
                 input_ids[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
-            logits = self.model(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
-            ).logits.float()
+            with self._rows(self._row_tensor(groups, batch)):
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+                ).logits.float()
             logprobs = torch.log_softmax(logits[:, :-1], -1)
             for row, i in enumerate(batch):
                 start, n = len(pairs[i][0]), len(pairs[i][1])

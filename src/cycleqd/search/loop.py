@@ -270,6 +270,8 @@ class CycleQD:
             self.state["in_flight"] = sorted(
                 [g for g, _, _ in self._in_flight.values()] + list(redo)
             )
+            if result.path:
+                meta = {**meta, "evaluation": result.path}
             self._insert(generation, result.key, result.scores, meta, started)
 
     def _breed(self, generation: int) -> tuple[str, Genome, dict[str, Any]]:

@@ -93,6 +93,7 @@ class Session:
             device=config.engine.device,
             dtype=config.engine.dtype,
             batch_size=config.engine.batch_size,
+            population_batch_size=config.engine.population_batch_size,
         )
         self.materialiser = Materialiser(
             self.basis, self.base, self.engine.module, self.engine.device
@@ -118,8 +119,14 @@ def _executor(session: Session, store: RunStore, progress: ProgressFn | None) ->
         from cycleqd.search.executors.ray import RayExecutor
 
         return RayExecutor(session.config, session.basis, store.root, progress)
+    ex = session.config.executor
     return SerialExecutor(
-        session.materialiser, session.engine, session.tasks, session.export_genome
+        session.materialiser,
+        session.engine,
+        session.tasks,
+        session.export_genome,
+        children_per_batch=ex.children_per_batch,
+        population=ex.population,
     )
 
 

@@ -16,11 +16,16 @@ from cycleqd.merging.genome import Genome
 
 @dataclass
 class Evaluation:
-    """Scores of one submitted genome; ``records`` (per task) only when they were asked for."""
+    """Scores of one submitted genome; ``records`` (per task) only when they were asked for.
+
+    ``path`` says how it was evaluated (``batched(K)`` in a shared forward with K-1 other
+    children, or ``materialised`` alone, with the reason), for the metrics log.
+    """
 
     key: str
     scores: dict[str, float]
     records: dict[str, dict[str, Any]] | None = None
+    path: str = ""
 
 
 class Executor(Protocol):

@@ -35,16 +35,23 @@ class EvalWorker:
         from cycleqd.search.run import Session
 
         self.session = Session(RunConfig.model_validate_json(config_json), basis=basis)
+        self.group: Any = None
 
     def evaluate(
-        self, genome: Genome, records: bool
-    ) -> tuple[dict[str, float], dict[str, dict[str, Any]] | None]:
-        from cycleqd.search.executors.serial import evaluate_genome, records_of
+        self, genomes: list[Genome], records: list[bool]
+    ) -> list[tuple[dict[str, float], dict[str, dict[str, Any]] | None, str]]:
+        """Scores of a group of genomes (shared forward passes where they pay), in order."""
+        from cycleqd.search.executors.serial import GroupEvaluator, records_of
 
-        s = self.session
-        results = evaluate_genome(s.materialiser, s.engine, s.tasks, genome)
-        scores = {name: r.quality for name, r in results.items()}
-        return scores, (records_of(results) if records else None)
+        if self.group is None:
+            s = self.session
+            mode = s.config.executor.population
+            self.group = GroupEvaluator(s.materialiser, s.engine, s.tasks, mode=mode)
+        results = self.group.evaluate(genomes)
+        return [
+            ({name: r.quality for name, r in res.items()}, records_of(res) if want else None, path)
+            for res, want, path in zip(results, records, self.group.last_paths, strict=True)
+        ]
 
     def export(self, genome: Genome, out_dir: str) -> str:
         return self.session.export_genome(genome, Path(out_dir))
@@ -117,11 +124,13 @@ class RayExecutor:
         self._config_json = config.model_dump_json()
         self._basis_ref = ray.put(basis)
         self._n_actors = ex.actors
-        self._capacity = ex.in_flight or ex.actors
+        self._per_actor = ex.children_per_batch
+        self._capacity = ex.in_flight or ex.actors * ex.children_per_batch
         self.actors = [self._new_actor() for _ in range(ex.actors)]
         self._idle: deque[Any] = deque(self.actors)
         self._queue: deque[tuple[str, Genome, bool]] = deque()
-        self._pending: dict[Any, tuple[str, Genome, bool, Any]] = {}
+        self._pending: dict[Any, tuple[list[tuple[str, Genome, bool]], Any]] = {}
+        self._done: deque[Evaluation] = deque()
         self.replaced = 0
         self._deaths_in_a_row = 0
 
@@ -141,22 +150,25 @@ class RayExecutor:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        """Hand each idle actor a group of up to ``children_per_batch`` queued children."""
         while self._queue and self._idle:
-            key, genome, records = self._queue.popleft()
+            n = min(len(self._queue), self._per_actor)
+            group = [self._queue.popleft() for _ in range(n)]
             actor = self._idle.popleft()
-            ref = actor.evaluate.remote(genome, records)
-            self._pending[ref] = (key, genome, records, actor)
+            ref = actor.evaluate.remote([g for _, g, _ in group], [r for _, _, r in group])
+            self._pending[ref] = (group, actor)
 
     def next_result(self) -> Evaluation:
         ray = self._ray
-        while True:
+        while not self._done:
             self._dispatch()
             if not self._pending:
                 raise RuntimeError("next_result() with nothing submitted")
             ready, _ = ray.wait(list(self._pending), num_returns=1)
-            key, genome, records, actor = self._pending.pop(ready[0])
+            group, actor = self._pending.pop(ready[0])
+            key = ", ".join(k for k, _, _ in group)
             try:
-                scores, recs = ray.get(ready[0])
+                answers = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
                 self._idle.append(actor)
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
@@ -165,11 +177,13 @@ class RayExecutor:
                 raise CycleQDError(f"evaluation of {key} failed on a Ray actor: {cause!r}") from exc
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 self._replace(actor, key, exc)
-                self._queue.appendleft((key, genome, records))
+                self._queue.extendleft(reversed(group))
                 continue
             self._deaths_in_a_row = 0
             self._idle.append(actor)
-            return Evaluation(key, scores, recs)
+            for (k, _, _), (scores, recs, path) in zip(group, answers, strict=True):
+                self._done.append(Evaluation(k, scores, recs, path))
+        return self._done.popleft()
 
     def _replace(self, dead: Any, key: str, exc: BaseException) -> None:
         """Swap a dead actor for a fresh one; give up when actors die faster than they work."""
@@ -198,6 +212,7 @@ class RayExecutor:
                 self._ray.kill(actor, no_restart=True)
         self.actors = []
         self._pending.clear()
+        self._done.clear()
         self._queue.clear()
         self._idle.clear()
         if self._started:
