@@ -11,11 +11,19 @@ Statements are executed the way DBBench's ``Container.execute`` does: a fresh se
 statement, multi-statements allowed, the first result set rendered as ``str`` of a list of tuples
 (``[]`` for statements without one), the error rendered as ``errno (sqlstate): message``, and the
 text cut at 800 characters followed by ``[TRUNCATED]``.
+
+Each model session gets MySQL 8's ``sql_mode`` and ``group_concat_max_len`` (also on a ``db_url``
+server configured otherwise), and one MariaDB-only correction: MariaDB's strict mode rejects an
+``UPDATE``/``INSERT ... SELECT`` that reads a TEXT value such as ``'?'`` as a number, where MySQL 8
+reads TEXT columns as numbers without a warning and so runs the statement. Such a statement is run
+again with strict mode off for that one statement (:func:`lenient_retry`); docs/dbbench-mysql8.md
+lists the differences and why this is the narrowest fix MariaDB allows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +32,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import CLIENT
 
-from cycleqd.tasks.db.server import GROUP_CONCAT_MAX_LEN, DatabaseServer
+from cycleqd.tasks.db.server import GROUP_CONCAT_MAX_LEN, MYSQL8_SQL_MODE, DatabaseServer
 
 OBSERVATION_LIMIT = 800
 TRUNCATED = "[TRUNCATED]"
@@ -34,6 +42,18 @@ STATEMENT_LIMIT_S = 10.0
 # is at most 134 rows (each row renders as 4+ characters plus ", "), so a cap of 1000 changes no
 # observation while keeping a million-row SELECT from filling memory.
 SELECT_ROW_CAP = 1000
+
+# MySQL 8's modes without strict mode, for the one statement that lenient_retry() runs again.
+LENIENT_SQL_MODE = ",".join(m for m in MYSQL8_SQL_MODE.split(",") if not m.startswith("STRICT_"))
+# ER_TRUNCATED_WRONG_VALUE as raised when a string is read as a number (not for dates).
+_TRUNCATED_NUMBER = re.compile(r"Truncated incorrect (?:DOUBLE|DECIMAL|INTEGER) value: ")
+# Whitespace and comments before the first keyword; executable comments (/*! */, /*M! */) are
+# code to the server, so they end the skipping (and with it any retry).
+_LEADING_NOISE = re.compile(r"(?:\s+|/\*(?!!|M!).*?\*/|(?:#|--(?=\s))[^\n]*)*", re.DOTALL)
+# Single statements that are atomic on InnoDB: when one fails, it changed nothing, so running it
+# again is running it once. CALL, compound statements and EXECUTE can fail half-way; CREATE ...
+# SELECT is left out because CREATE OR REPLACE drops the old table before it fails.
+_RETRIED_VERBS = frozenset({"UPDATE", "INSERT", "REPLACE", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,32 @@ def format_error(exc: BaseException) -> str:
         state = getattr(exc, "sqlstate", None)
         return f"{args[0]} ({state}): {args[1]}" if state else f"{args[0]}: {args[1]}"
     return str(exc)
+
+
+def lenient_retry(sql: str, error: BaseException) -> str | None:
+    """The statement to run instead when strict mode alone rejected ``sql``'s first statement.
+
+    MariaDB reads a TEXT value as a number with a "Truncated incorrect DECIMAL/DOUBLE value"
+    warning, and in a data-change statement strict mode turns that warning into error 1292, so
+    ``UPDATE t SET a = 'x' WHERE text_col = 16`` fails as soon as one row holds ``'?'``. MySQL 8,
+    which DBBench's answers come from, reads TEXT (BLOB) columns as numbers without a warning,
+    so its strict mode has nothing to turn into an error and the matching rows are updated.
+    MariaDB has no switch that separates these warnings from the ones strict mode should stop
+    (a value that does not fit its column, division by zero), so the statement is run again
+    with ``SET STATEMENT sql_mode = <MySQL 8's modes minus STRICT_TRANS_TABLES> FOR``: strict
+    mode is off for that one statement and stays on for every other statement, later ones in
+    the same text included. Only the first statement is retried (a later one's error is not
+    raised to us, as DBBench shows the first result only) and only single-statement verbs that
+    a failure leaves without effect; None when no retry applies.
+    """
+    args = getattr(error, "args", ())
+    if len(args) < 2 or args[0] != 1292 or not _TRUNCATED_NUMBER.match(str(args[1])):
+        return None
+    start = _LEADING_NOISE.match(sql)
+    verb = re.match(r"[A-Za-z]+", sql[start.end() if start else 0 :])
+    if verb is None or verb.group(0).upper() not in _RETRIED_VERBS:
+        return None
+    return f"SET STATEMENT sql_mode = '{LENIENT_SQL_MODE}' FOR {sql}"
 
 
 def md5_query(table: str, columns: Sequence[str]) -> str:
@@ -156,6 +202,14 @@ class EpisodeDatabase:
 
     def execute(self, sql: str) -> str:
         """Run the model's SQL as the episode's user; return DBBench's observation text."""
+        observation, error = self._attempt(sql)
+        retry = lenient_retry(sql, error) if error is not None and self.server.mariadb else None
+        if retry is not None:
+            observation, _ = self._attempt(retry)
+        return truncate(observation)
+
+    def _attempt(self, sql: str) -> tuple[str, BaseException | None]:
+        """One fresh session running ``sql``: the observation, and the error if it failed."""
         try:
             conn = self.server.connect(
                 self.user,
@@ -168,13 +222,13 @@ class EpisodeDatabase:
             raise ConnectionError(f"database server unreachable: {exc}") from exc
         thread_id = conn.thread_id()
         try:
-            return truncate(self._run(conn, sql))
+            return self._run(conn, sql), None
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == 2013:  # client-side timeout: stop the query itself
                 self._kill(thread_id)
-            return truncate(format_error(exc))
+            return format_error(exc), exc
         except (pymysql.MySQLError, UnicodeError) as exc:
-            return truncate(format_error(exc))
+            return format_error(exc), exc
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -182,7 +236,12 @@ class EpisodeDatabase:
     def _run(self, conn: pymysql.connections.Connection, sql: str) -> str:
         cur = conn.cursor()
         try:
-            cur.execute(f"SET SESSION sql_select_limit = {SELECT_ROW_CAP}")
+            # MySQL 8's settings per session, so that a db_url server configured otherwise
+            # behaves as the private one does.
+            cur.execute(
+                f"SET SESSION sql_select_limit = {SELECT_ROW_CAP}, "
+                f"sql_mode = '{MYSQL8_SQL_MODE}', group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"
+            )
             cur.execute(f"USE {quote_ident(self.name)}")
             cur.execute(sql)
             # mysql-connector's fetchall() gives [] for statements without a result set.
