@@ -88,6 +88,11 @@ class MutationConfig(StrictModel):
 
     kind: Literal["svd", "gaussian", "none"] = "svd"
     w_max: float = Field(default=0.1, ge=0.0)
+    signed: bool = Field(
+        default=False,
+        description="SVD mutation draws u from U(-w_max, w_max) instead of the paper's "
+        "U[0, w_max), so it can shrink an expert's directions as well as grow them.",
+    )
     std: float = Field(default=3e-4, ge=0.0)
 
 

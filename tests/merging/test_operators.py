@@ -121,6 +121,28 @@ def test_svd_mutation_matches_hand_svd() -> None:
     assert torch.equal(task_vector(basis, child, "norm"), task_vector(basis, parent, "norm"))
 
 
+def test_signed_svd_mutation_can_shrink_directions() -> None:
+    """u ~ U(-w_max, w_max): the same draws as the paper's, mapped to 2u - w_max."""
+    _, _, taus, basis = setup()
+    parent = expert_genome(basis, 1)
+    child = svd_mutation(
+        parent, basis, 1, torch.Generator().manual_seed(5), w_max=0.2, signed=True
+    )
+    rng = torch.Generator().manual_seed(5)
+    shrunk = 0
+    for name in sorted(basis.matrices):
+        m = basis.matrices[name]
+        sl = m.slice(1)
+        u = torch.rand(sl.stop - sl.start, generator=rng) * 0.2 * 2 - 0.2
+        u_, s_, vh_ = torch.linalg.svd(as_matrix(taus["x1"][name]), full_matrices=False)
+        r = sl.stop - sl.start
+        expected = (u_[:, :r] * ((1 + u) * s_[:r])) @ vh_[:r]
+        assert close(task_vector(basis, child, name), expected.reshape(m.shape), 1e-4), name
+        assert torch.allclose(child.coeffs[name][sl], (1 + u) * m.S[sl])
+        shrunk += int((u < 0).sum())
+    assert shrunk > 0  # some singular values went down, which the paper's draw never does
+
+
 def test_gaussian_mutation_adds_dense_noise() -> None:
     _, _, taus, basis = setup()
     parent = expert_genome(basis, 2)

@@ -213,7 +213,7 @@ class Demo:
     def _expert_dir(self, name: str) -> Path:
         from cycleqd.merging.basis import default_cache_dir
 
-        root = self.s.experts_cache or default_cache_dir().parent / "experts"
+        root = self.s.experts_cache or default_cache_dir() / "experts"
         return root / self.p.name / name
 
     def _engine(self) -> dict[str, Any]:

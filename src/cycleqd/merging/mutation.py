@@ -3,6 +3,9 @@
 SVD mutation (the paper's): for every 2-D tensor add ``U_e diag(u * s_e) V_e^T`` with
 ``u ~ U[0, w_max)`` per singular value, where ``U_e, s_e, V_e`` belong to the active task's expert.
 In genome space that is ``c[slice_e] += u * s_e``: exact and cheap. 1-D tensors are not mutated.
+The paper's ``u`` is never negative, so the mutation can only grow an expert's directions; with
+``signed`` it is drawn from ``U(-w_max, w_max)`` instead, so the search can also scale a direction
+down (where task vectors of several experts interfere, shrinking is what helps).
 
 Gaussian mutation (the paper's ablation) adds ``N(0, std)`` to every weight; it leaves the basis,
 so the noise is kept as a dense delta in the genome.
@@ -17,7 +20,13 @@ from cycleqd.merging.genome import Genome
 
 
 def svd_mutation(
-    genome: Genome, basis: ExpertBasis, expert: int, rng: torch.Generator, *, w_max: float = 0.1
+    genome: Genome,
+    basis: ExpertBasis,
+    expert: int,
+    rng: torch.Generator,
+    *,
+    w_max: float = 0.1,
+    signed: bool = False,
 ) -> Genome:
     """A mutated copy of ``genome`` along expert ``expert``'s singular directions."""
     coeffs = dict(genome.coeffs)
@@ -25,6 +34,8 @@ def svd_mutation(
         m = basis.matrices[name]
         sl = m.slice(expert)
         u = torch.rand(sl.stop - sl.start, generator=rng) * w_max
+        if signed:
+            u = 2.0 * u - w_max
         c = coeffs[name].clone()
         c[sl] += u * m.S[sl].to(c.device)
         coeffs[name] = c

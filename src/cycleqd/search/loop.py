@@ -53,6 +53,7 @@ class SearchSettings:
     crossover_kind: str = "linear"  # or "per_expert"
     mutation: str = "svd"
     w_max: float = 0.1
+    mutation_signed: bool = False
     mutation_std: float = 3e-4
     final_temperature: float = 1.0
     final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
@@ -299,7 +300,12 @@ class CycleQD:
         )
         if s.mutation == "svd":
             child = svd_mutation(
-                child, self.basis, self.task_experts[q], operator_rng, w_max=s.w_max
+                child,
+                self.basis,
+                self.task_experts[q],
+                operator_rng,
+                w_max=s.w_max,
+                signed=s.mutation_signed,
             )
         elif s.mutation == "gaussian":
             child = gaussian_mutation(child, self.basis, operator_rng, std=s.mutation_std)

@@ -37,6 +37,7 @@ def settings_from_config(config: RunConfig) -> SearchSettings:
         crossover_kind=s.crossover.kind,
         mutation=s.mutation.kind,
         w_max=s.mutation.w_max,
+        mutation_signed=s.mutation.signed,
         mutation_std=s.mutation.std,
         final_temperature=s.final_temperature,
         final_model=s.final_model,
