@@ -38,10 +38,11 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         model=tiny_base,
         benchmark_data=SHARED if SHARED.is_dir() else tmp_path / "missing",
         experts_cache=tmp_path / "experts",
+        seeds=2,
     )
     rows = Demo(settings, say=messages.append).run()
     names = [r["name"] for r in rows]
-    assert names[0] == "base" and names[-1] == "CycleQD"
+    assert names[0] == "base" and names[-2:] == ["CycleQD", "CycleQD (seed 1)"]
     assert {"expert: code", "expert: os", "expert: db", "fine-tune: all data"} <= set(names)
     assert any(n.startswith("merge: ") for n in names)
     out = settings.out
@@ -50,6 +51,19 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     for row in table["test"]:
         assert set(row["scores"]) == {"code", "os", "db"}
         assert row["average"] == pytest.approx(sum(row["scores"].values()) / 3)
+        for task, (low, high) in row["intervals"].items():  # 95% Wilson intervals
+            assert 0.0 <= low <= row["scores"][task] <= high <= 1.0
+        low, high = row["average_interval"]
+        assert low <= row["average"] + 1e-9 and row["average"] <= high + 1e-9
+    # CycleQD paired with the best other model on the same test samples; the seeds' spread
+    paired = table["paired"][0]
+    assert paired["a"] == "CycleQD" and paired["b"] != "CycleQD"
+    assert 0.0 <= paired["mcnemar_p"] <= 1.0
+    assert table["seeds"]["runs"] == 2
+    assert (out / "cycleqd-seed1" / "state.json").is_file()
+    # the mini preset's search evaluates children in shared forward passes
+    metrics = (out / "cycleqd" / "metrics.jsonl").read_text()
+    assert '"evaluation": "batched(' in metrics
     assert set(table["timings_s"]) >= {"experts", "cycleqd search", "test evaluation"}
     assert table["cycleqd"]["generations"] == PRESETS["mini"].generations
     # selection saw validation files only; the table was made on the test files
@@ -60,7 +74,7 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         assert results["tasks"][task]["samples"] == PRESETS["mini"].n_test
         assert Path(results["tasks"][task]["transcripts"]).is_file()
     md = (out / "table.md").read_text()
-    assert "| CycleQD |" in md and "| base |" in md
+    assert "| CycleQD |" in md and "| base |" in md and "McNemar" in md
     html = (out / "report.html").read_text()
     assert "Stage timings" in html and "data:image/png;base64," in html
     if SHARED.is_dir():

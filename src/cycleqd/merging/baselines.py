@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import random
 import shutil
 import tempfile
@@ -175,10 +176,11 @@ def merge(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
         build = Path(tmp) / "merged"
         try:
-            with _preserved_rng():
+            with _preserved_rng(), _without_torch_dtype_notice():
                 _mergekit("merge").run_merge(config, str(build), options=options)
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc
+        _modern_dtype_key(build / "config.json")
         donor = base if base is not None else experts[0]
         for name in ("generation_config.json",):
             if (donor / name).is_file() and not (build / name).exists():
@@ -285,3 +287,38 @@ def _merge_config(
         return configuration.model_validate(data)
     except Exception as exc:
         raise CycleQDError(f"invalid {method!r} merge configuration: {exc}") from exc
+
+
+class _DropTorchDtypeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`torch_dtype` is deprecated" not in record.getMessage()
+
+
+@contextmanager
+def _without_torch_dtype_notice() -> Iterator[None]:
+    """mergekit sets ``config.torch_dtype`` on the merged model's config, which makes transformers
+    log a deprecation notice on every merge. That call is mergekit's, not ours; only this one
+    notice is dropped, only for the merge, and the written config is fixed by
+    :func:`_modern_dtype_key` so that loading the merge does not print it either.
+    """
+    logger = logging.getLogger("transformers.configuration_utils")
+    drop = _DropTorchDtypeNotice()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _modern_dtype_key(config_file: Path) -> None:
+    """Write mergekit's ``torch_dtype`` as ``dtype``, the key transformers 5 reads.
+
+    mergekit still sets the old attribute, and every later load of the merged model would print
+    transformers' "`torch_dtype` is deprecated" warning.
+    """
+    if not config_file.is_file():
+        return
+    cfg = json.loads(config_file.read_text())
+    if "torch_dtype" in cfg:
+        cfg.setdefault("dtype", cfg.pop("torch_dtype"))
+        config_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))

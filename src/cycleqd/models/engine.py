@@ -154,8 +154,7 @@ class HFEngine:
         self.model.requires_grad_(False)
         # transformers 5.2x renamed the cache argument (``past_key_values`` -> ``cache``) and warns
         # on every call that uses the old name; older releases only know the old one.
-        params = inspect.signature(type(self.model).forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache_arg = cache_argument(self.model)
         self.row_groups: RowGroups | None = None
 
     @property
@@ -283,7 +282,7 @@ class HFEngine:
         ids = torch.tensor([prefix] * len(distinct), device=self.device)
         with self._rows(None if rows is None else torch.tensor(distinct)):
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = returned_cache(out)
         if rows is None:
             cache.batch_repeat_interleave(n)
         else:
@@ -402,6 +401,22 @@ class HFEngine:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword a model's forward takes its KV cache by.
+
+    transformers 5.2x renamed ``past_key_values`` to ``cache`` and warns on every call that
+    uses the old name; older releases know only the old one. A peft wrapper is looked through.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(inner).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either release's name."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -33,19 +33,31 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _cell(value: float, interval: Sequence[float] | None) -> str:
+    if interval is None:
+        return f"<td>{value:.3f}</td>"
+    lo, hi = interval
+    return f"<td>{value:.3f} <span class='muted'>[{lo:.2f}, {hi:.2f}]</span></td>"
+
+
 def table_html(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> str:
-    """Rows of ``{"name", "scores": {task: q}, "average"}``; the best average is bold."""
+    """Rows of ``{"name", "scores": {task: q}, "average"}``; the best average is bold.
+
+    A row's optional ``intervals`` ({task: [low, high]}) and ``average_interval`` (95%) are shown
+    in brackets after each score.
+    """
     best = round(max((r["average"] for r in rows), default=0.0), 9)
     head = "".join(f"<th>{html.escape(t)}</th>" for t in tasks)
     out = [f"<table><tr><th>model</th>{head}<th>average</th></tr>"]
     for r in rows:
         cls = ' class="best"' if round(r["average"], 9) == best else ""
+        intervals = r.get("intervals") or {}
         cells = "".join(
-            f"<td>{r['scores'][t]:.3f}</td>" if t in r["scores"] else "<td>-</td>" for t in tasks
+            _cell(r["scores"][t], intervals.get(t)) if t in r["scores"] else "<td>-</td>"
+            for t in tasks
         )
-        out.append(
-            f"<tr{cls}><td>{html.escape(r['name'])}</td>{cells}<td>{r['average']:.3f}</td></tr>"
-        )
+        avg = _cell(r["average"], r.get("average_interval"))
+        out.append(f"<tr{cls}><td>{html.escape(r['name'])}</td>{cells}{avg}</tr>")
     out.append("</table>")
     return "\n".join(out)
 

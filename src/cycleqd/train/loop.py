@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cycleqd.models.engine import cache_argument, returned_cache
 from cycleqd.train.batching import Batch, collate, plan_batches
 from cycleqd.train.masking import IGNORE, Encoded
 
@@ -46,8 +47,9 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> to
     rows, width = ids.shape
     p = batch.prefix
     past = None
+    cache_arg = cache_argument(model)
     if p:
-        past = model(input_ids=ids[:1, :p], use_cache=True, logits_to_keep=1).past_key_values
+        past = returned_cache(model(input_ids=ids[:1, :p], use_cache=True, logits_to_keep=1))
         past.batch_repeat_interleave(rows)
     targets = labels[:, p + 1 :]
     keep = torch.zeros((rows, width - p), dtype=torch.bool, device=device)
@@ -60,8 +62,8 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> to
         input_ids=ids[:, p:],
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=past,
         use_cache=past is not None,
+        **({cache_arg: past} if past is not None else {}),
         logits_to_keep=columns,
     ).logits[keep[:, columns]]
     return F.cross_entropy(logits.float(), targets[targets != IGNORE])
