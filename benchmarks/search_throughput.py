@@ -128,9 +128,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             scores = scores_of(results)
             same = sum(a == b for a, b in zip(scores[:n_serial], reference, strict=True))
-            diffs = [
-                abs(a[t] - b[t]) for a, b in zip(scores, reference, strict=False) for t in a
-            ]
+            diffs = [abs(a[t] - b[t]) for a, b in zip(scores, reference, strict=False) for t in a]
             paths[f"K={k}"] = {
                 "children": len(children),
                 "seconds": round(seconds, 1),
