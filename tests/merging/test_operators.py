@@ -125,9 +125,7 @@ def test_signed_svd_mutation_can_shrink_directions() -> None:
     """u ~ U(-w_max, w_max): the same draws as the paper's, mapped to 2u - w_max."""
     _, _, taus, basis = setup()
     parent = expert_genome(basis, 1)
-    child = svd_mutation(
-        parent, basis, 1, torch.Generator().manual_seed(5), w_max=0.2, signed=True
-    )
+    child = svd_mutation(parent, basis, 1, torch.Generator().manual_seed(5), w_max=0.2, signed=True)
     rng = torch.Generator().manual_seed(5)
     shrunk = 0
     for name in sorted(basis.matrices):
