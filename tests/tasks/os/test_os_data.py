@@ -29,9 +29,9 @@ def test_missing_paths_are_user_errors(tmp_path: Path, dev_json: Path) -> None:
         load_samples(tmp_path / "nope.json")
     lonely = tmp_path / "data.json"
     lonely.write_text(json.dumps([json.loads(dev_json.read_text())[3]]))
-    with pytest.raises(CycleQDError, match="no scripts folder"):
+    with pytest.raises(CycleQDError, match=r"data-00000.*'check/0.sh'.*no scripts folder"):
         load_samples(lonely)
-    with pytest.raises(CycleQDError, match="scripts folder not found"):
+    with pytest.raises(CycleQDError, match=r"data-00000.*'check/0.sh'.*missing does not exist"):
         load_samples(lonely, tmp_path / "missing")
 
 

@@ -50,9 +50,20 @@ class OSSample:
 
 
 def default_scripts_dir(data: Path) -> Path | None:
-    """The shared layout: ``<root>/data/<split>.json`` pairs with ``<root>/scripts/<split>/``."""
-    candidate = data.parent.parent / "scripts" / data.stem
-    return candidate if candidate.is_dir() else None
+    """The scripts folder of a data file in AgentBench's layout, if it exists.
+
+    ``<root>/data/dev.json`` pairs with ``<root>/scripts/dev/`` and a group file
+    ``<root>/data/<n>/<name>.json`` with ``<root>/scripts/<n>/`` (AgentBench's ``configs/tasks/
+    os.yaml``). A group whose samples are all ``match`` has no scripts folder upstream, so a
+    missing folder is no error here: only a sample that names a script file needs one.
+    """
+    for candidate in (
+        data.parent.parent / "scripts" / data.stem,
+        data.parent.parent.parent / "scripts" / data.parent.name,
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def _script(obj: Any, scripts: Path | None, where: str) -> Script | None:
@@ -64,14 +75,22 @@ def _script(obj: Any, scripts: Path | None, where: str) -> Script | None:
         raise CycleQDError(f"{where}: a script must be a string or an object, got {obj!r}")
     language = str(obj.get("language", "bash"))
     if "file" in obj:
+        name = str(obj["file"])
         if scripts is None:
             raise CycleQDError(
-                f"{where}: refers to script file {obj['file']!r} but no scripts folder is known "
-                "(set the task's `scripts` parameter)"
+                f"{where}: names script file {name!r} but no scripts folder is known "
+                "(pass --scripts, or set the task's `scripts` parameter)"
             )
-        path = scripts / str(obj["file"])
+        if not scripts.is_dir():
+            raise CycleQDError(
+                f"{where}: names script file {name!r} but the scripts folder {scripts} "
+                "does not exist"
+            )
+        path = scripts / name
         if not path.is_file():
-            raise CycleQDError(f"{where}: script file not found: {path}")
+            raise CycleQDError(f"{where}: script file {name!r} not found: {path}")
+        # AgentBench reads a file script once at load time and runs its text exactly like an
+        # inline ``code`` script (bash -c / python3 -c); a shebang line is only a comment.
         return Script(language, path.read_text(encoding="utf-8"))
     if "code" in obj:
         return Script(language, str(obj["code"]))
@@ -144,19 +163,23 @@ def read_raw(path: Path) -> list[Any]:
 def load_samples(
     path: Path, scripts: Path | None = None, limit: int | None = None
 ) -> list[OSSample]:
-    """Read a data file; ``scripts`` defaults to ``../scripts/<stem>`` when that folder exists.
+    """Read a data file; ``scripts`` defaults to :func:`default_scripts_dir`.
 
-    Sample ids follow AgentBench's index scheme: ``<file stem>-<index:05d>``.
+    Sample ids follow AgentBench's index scheme: ``<file stem>-<index:05d>``. The scripts folder
+    (given or default) is only looked at for samples that name a script file, so a file of
+    ``match`` samples loads without one; the error for a sample that does need it names the
+    sample and the script.
     """
     path = Path(path)
-    if scripts is not None and not Path(scripts).is_dir():
-        raise CycleQDError(f"AgentBench OS scripts folder not found: {scripts}")
     scripts = Path(scripts) if scripts is not None else default_scripts_dir(path)
     raw = read_raw(path)
     if limit is not None:
         raw = raw[:limit]
     prefix = f"{path.stem}-"
-    samples = [parse_sample(item, i, prefix, scripts, f"{path}[{i}]") for i, item in enumerate(raw)]
+    samples = [
+        parse_sample(item, i, prefix, scripts, f"{path}[{i}] ({prefix}{i:05d})")
+        for i, item in enumerate(raw)
+    ]
     if not samples:
         raise CycleQDError(f"{path}: no samples")
     return samples

@@ -6,12 +6,17 @@ Layout of one episode, from the host's point of view::
      └ unshare --mount: tmpfs on a private temp dir, overlay(lower=cached rootfs, upper=tmpfs)
         └ bwrap: the overlay as /, fresh /proc and /dev, new pid/ipc/uts/net namespaces,
                  Docker's default capabilities minus the dangerous ones, nosuid everywhere
-           └ python3 sandbox_init.py  (PID 1: reaps, (re)starts the shell, runs scripts)
-              └ bash --login -i       (the agent's one persistent shell)
+           └ python3 sandbox_init.py  (PID 1: reaps, (re)starts the shell, runs scripts;
+              │                         shows as ``bash``, like the container's CMD)
+              ├ bash --login -i       (the agent's one persistent shell)
+              └ bash -c / python3 -c  (init and check scripts, one process each)
 
-Everything the agent writes lands on the tmpfs, which vanishes with the mount namespace when the
-episode closes; the cached rootfs is only ever a read-only lower layer. The tmpfs is smaller than
-the memory limit so that filling the disk gives ENOSPC instead of an out-of-memory kill.
+This is AgentBench's container as the agent and the scripts see it; docs/os-execution-model.md
+says which process runs what, with which cwd and environment. Everything the agent writes lands
+on the tmpfs, which vanishes with the mount namespace when the episode closes; the cached rootfs
+is only ever a read-only lower layer (``/.dockerenv`` is added on the tmpfs, as Docker adds it).
+The tmpfs is smaller than the memory limit so that filling the disk gives ENOSPC instead of an
+out-of-memory kill.
 
 The shell protocol: each command is sent as ``{ <command>\\n} </dev/null`` followed by a marker
 line that prints a random token and ``$?``; the output is everything before the marker. Braces
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -33,7 +39,9 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,14 +82,31 @@ _TTY_NOISE = re.compile(
 _LAUNCH = r"""
 set -e
 for f in $CQD_CGROUP_PROCS; do echo $$ > "$f"; done
+ulimit -n "$CQD_NOFILE" 2>/dev/null || ulimit -n "$(ulimit -H -n)" 2>/dev/null || :
 exec unshare --mount --propagation private -- sh -ec '
 mount -t tmpfs -o "size=$CQD_DISK,mode=0755" cycleqd-os "$CQD_DIR"
 mkdir "$CQD_DIR/upper" "$CQD_DIR/work" "$CQD_DIR/root"
 mount -t overlay overlay \
   -o "lowerdir=$CQD_LOWER,upperdir=$CQD_DIR/upper,workdir=$CQD_DIR/work" "$CQD_DIR/root"
+: > "$CQD_DIR/root/.dockerenv"
 exec bwrap --bind "$CQD_DIR/root" / "$@"
 ' sh "$@"
 """
+
+
+# Docker's containers get RLIMIT_NOFILE 1048576 (dockerd and containerd run with
+# LimitNOFILE=infinity), and AgentBench's data relies on it without saying so: an init line like
+# ``echo 123321>/var/x`` is a redirection of fd 123321, which fails under a smaller limit. Raising
+# the hard limit needs CAP_SYS_RESOURCE; without it the episode gets the host's hard limit.
+DOCKER_NOFILE = 1 << 20
+
+
+def _nofile() -> int:
+    """Docker's open-files limit, capped by what this kernel allows (``fs.nr_open``)."""
+    try:
+        return min(DOCKER_NOFILE, int(Path("/proc/sys/fs/nr_open").read_text()))
+    except (OSError, ValueError):
+        return DOCKER_NOFILE
 
 
 class SandboxDied(Exception):
@@ -181,8 +206,6 @@ class OSEnvironment:
             "--setenv", "PATH", PATH,
             "--setenv", "HOME", "/root",
             "--setenv", "HOSTNAME", self.hostname,
-            "--setenv", "TERM", "xterm",
-            "--setenv", "LANG", "C.UTF-8",
             "--setenv", "CQD_SHELL_FDS", f"{sh_in_r},{sh_out_w}",
             "python3", "-I", "/run/cycleqd/init.py",
         ]  # fmt: skip
@@ -192,6 +215,7 @@ class OSEnvironment:
             "CQD_DISK": str(opts.disk_bytes),
             "CQD_DIR": str(self._tmp),
             "CQD_LOWER": str(self.rootfs),
+            "CQD_NOFILE": str(_nofile()),
         }
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the machine)
         try:
@@ -312,6 +336,16 @@ class OSEnvironment:
                 data = data[n:]
         return True
 
+    def _drained(self, deadline: float) -> bool:
+        """Wait until the shell has read everything written to it (FIONREAD on the pipe)."""
+        count = bytearray(4)
+        while time.monotonic() < deadline:
+            fcntl.ioctl(self._sh_in, termios.FIONREAD, count)
+            if int.from_bytes(count, sys.byteorder) == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
     @staticmethod
     def _marker(token: str) -> bytes:
         return f"printf '\\036{token}:%d\\036\\n' \"$?\"\n".encode()
@@ -375,14 +409,35 @@ class OSEnvironment:
         _, _, why = self._read_until(token, deadline, None)
         return why == "marker"
 
-    def run(self, command: str, timeout: float | None = None) -> ShellResult:
-        """Run one command in the persistent shell, as the agent's ``Act: bash`` does."""
+    def run(
+        self, command: str, timeout: float | None = None, *, terminal: bool = False
+    ) -> ShellResult:
+        """Run one command in the persistent shell, as the agent's ``Act: bash`` does.
+
+        By default the command's stdin is /dev/null, so nothing it runs can swallow the marker or
+        the agent's next commands (AgentBench's prompt forbids input operations; there a command
+        that reads the terminal eats everything typed after it). ``terminal=True`` is for a
+        sample's ``start``, which AgentBench types into the shell's terminal: a program that reads
+        the terminal, such as ``start: "... && su - jack"``, then receives what is typed after it,
+        so the agent's commands run in jack's shell. The marker is sent only once the shell has
+        read the command (bash reads ahead from a pipe), so it reaches whoever reads next.
+        """
         timeout = self.options.command_timeout_s if timeout is None else timeout
         token = secrets.token_hex(8)
-        framed = ("{\n" + command + "\n} </dev/null\n").encode() + self._marker(token)
+        redirect = "" if terminal else " </dev/null"
+        framed = ("{\n" + command + "\n}" + redirect + "\n").encode()
+        marker = self._marker(token)
         deadline = time.monotonic() + timeout
         keep = bytearray()
-        if not self._write_shell(framed, deadline):
+        if terminal:
+            sent = (
+                self._write_shell(framed, deadline)
+                and self._drained(deadline)
+                and self._write_shell(marker, deadline)
+            )
+        else:
+            sent = self._write_shell(framed + marker, deadline)
+        if not sent:
             code, seen, why = None, 0, "timeout"
         else:
             code, seen, why = self._read_until(token, deadline, keep)
@@ -409,7 +464,14 @@ class OSEnvironment:
         args: tuple[str, ...] | list[str] = (),
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run a script beside the shell (AgentBench's ``execute_independent``)."""
+        """Run a script beside the shell (AgentBench's ``execute_independent``).
+
+        Like ``docker exec`` without a terminal: a process of its own (``bash -c code -- args`` or
+        ``python3 -c code args``), cwd ``/``, the container's environment, stdin /dev/null, stdout
+        and stderr merged. It is done when its output closes, so background jobs that keep the
+        output open are waited for, as docker does; past ``timeout`` (docker has none) they are
+        killed and reaped; the exit code is the script's own (-9 if it was still running).
+        """
         timeout = self.options.script_timeout_s if timeout is None else timeout
         if language == "bash":
             argv = ["bash", "-c", code]

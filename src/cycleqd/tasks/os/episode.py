@@ -1,8 +1,11 @@
 """One AgentBench OS sample played as an :class:`~cycleqd.tasks.agent.Episode`.
 
 ``reset`` builds a fresh machine, runs the sample's init scripts (beside the shell, like
-``docker exec``) and its ``start`` command (inside the shell, so a background process it starts
-belongs to the agent's session) and returns the AgentBench opening turns. ``step`` parses the
+``docker exec``: their ``export``s and ``cd``s die with them) and its ``start`` command (typed into
+the shell, so what it sets or starts belongs to the agent's session) and returns the AgentBench
+opening turns. An init script that exits non-zero ends the sample as failed before the agent
+acts, as AgentBench (at the commit the data comes from) does; docs/os-execution-model.md has the
+whole execution model. ``step`` parses the
 reply: a bash action runs in the persistent shell and its output comes back as the next user
 turn; an answer or finish ends the conversation; anything else ends it as invalid, as AgentBench
 does. ``grade`` runs the judge in the same machine; ``close`` throws the machine away.
@@ -45,9 +48,19 @@ class OSEpisode:
         self.env.start()
         for i, script in enumerate(self.sample.init):
             r = self.env.exec(script.language, script.code)
-            self.setup.append({"init": i, "exit_code": r.exit_code, "output": r.output[-500:]})
+            self.setup.append(
+                {
+                    "init": i,
+                    "exit_code": r.exit_code,
+                    "timed_out": r.timed_out,
+                    "output": r.output[-500:],
+                }
+            )
+            if r.exit_code != 0:
+                self.status = f"init script {i} failed (exit {r.exit_code})"
+                return opening_messages(self.sample.description)
         if self.sample.start is not None:
-            r2 = self.env.run(self.sample.start.code)
+            r2 = self.env.run(self.sample.start.code, terminal=True)
             self.setup.append({"start": r2.output[-500:], "timed_out": r2.timed_out})
         return opening_messages(self.sample.description)
 

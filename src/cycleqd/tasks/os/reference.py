@@ -96,18 +96,33 @@ def check_samples(
         tr = play_reference(sample, rootfs, options)
         if tr.score >= 1.0:
             return CheckOutcome(sample.sample_id, "passed")
-        return CheckOutcome(sample.sample_id, "failed", _why_failed(tr))
+        return CheckOutcome(sample.sample_id, "failed", _why_failed(tr, sample))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         yield from pool.map(one, samples)
 
 
-def _why_failed(tr: Transcript) -> str:
+def _why_failed(tr: Transcript, sample: OSSample) -> str:
     d = tr.details
     parts = [f"status={d.get('status')}"]
+    for step in d.get("setup", []):
+        if step.get("exit_code", 0) != 0:
+            parts.append(f"init script {step['init']} failed: {step}")
     if "answer" in d:
         parts.append(f"answer={d['answer']!r}")
-    for step in d.get("steps", []):
+    steps = d.get("steps", [])
+    if sample.trajectory is None and sample.check and sample.check[0] is None and steps:
+        rerun = str(steps[0].get("output", "")).strip()
+        if "answer" in d and rerun != str(d["answer"]).strip():
+            # The reference answered with the example's output in the agent's shell; the check
+            # re-ran it as an independent script. AgentBench runs both the same way, so there
+            # the example disagrees with itself too (see docs/os-execution-model.md).
+            parts.append(
+                f"the example printed {d['answer']!r} in the agent's shell but {rerun!r} when "
+                "the check re-ran it as an independent script (init's exports and cd do not "
+                "reach either; the re-run is one more process; /proc changes)"
+            )
+    for step in steps:
         if step.get("exit_code", 0) != 0 or "error" in step:
             parts.append(f"check script {step['script']} failed: {step}")
     if "expected" in d:
