@@ -127,6 +127,12 @@ class BasisConfig(StrictModel):
         description="Singular values below rtol * s_max are dropped: the float32 rounding noise of "
         "theta_expert - theta_base, which would otherwise make a LoRA expert look full rank.",
     )
+    kind: Literal["svd", "tsv"] = Field(
+        default="svd",
+        description="svd: each expert's own singular vectors (an expert's genome is exact). "
+        "tsv: the experts' concatenated singular vectors orthogonalised per tensor (Task "
+        "Singular Vectors), so different experts' directions no longer overlap.",
+    )
     cache_dir: Path | None = None
     device: str = "cpu"
 

@@ -137,3 +137,41 @@ def test_genome_save_load_and_corruption(tmp_path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(CycleQDError, match=r"bad\.safetensors"):
         Genome.load(tmp_path / "bad.safetensors")
+
+
+def test_tsv_basis_is_orthonormal_and_reports_its_fidelity(tmp_path) -> None:
+    """Hand check: the polar factor of [U_1 U_2] has orthonormal columns, is the nearest such
+    matrix (U (U^T U)^(-1/2)), and an expert's genome moves by the reported relative error."""
+    gen = torch.Generator().manual_seed(2)
+    base = {"w": torch.randn(40, 30, generator=gen)}
+    shared = torch.randn(40, 1, generator=gen)  # both experts use a nearly common direction
+    experts = {}
+    for e in range(2):
+        near = shared + 0.3 * torch.randn(40, 1, generator=gen)
+        left = torch.cat([near, torch.randn(40, 3, generator=gen)], 1)
+        experts[f"x{e}"] = {"w": base["w"] + left @ torch.randn(4, 30, generator=gen)}
+    svd = build_basis(*sources(base, experts))
+    tsv = build_basis(*sources(base, experts), kind="tsv")
+    m, plain = tsv.matrices["w"], svd.matrices["w"]
+    assert torch.allclose(m.U.T @ m.U, torch.eye(m.rank), atol=1e-5)
+    assert torch.allclose(m.Vh @ m.Vh.T, torch.eye(m.rank), atol=1e-5)
+    gram = plain.U.T.double() @ plain.U.double()
+    evals, evecs = torch.linalg.eigh(gram)
+    inv_sqrt = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    assert torch.allclose(m.U.double(), plain.U.double() @ inv_sqrt, atol=1e-4)
+    assert torch.equal(m.S, plain.S)
+    for e, name in enumerate(experts):
+        tau = experts[name]["w"] - base["w"]
+        approx = task_vector(tsv, expert_genome(tsv, e), "w")
+        rel = float((approx - tau).norm() / tau.norm())
+        assert tsv.fidelity[name] == pytest.approx(rel, rel=1e-4)
+        assert 1e-3 < rel < 1.0  # the shared direction moved; the expert is approximated
+    assert svd.fidelity == {"x0": 0.0, "x1": 0.0}
+    # the kind is part of the cache key and survives the round trip
+    a = load_or_build_basis(*sources(base, experts), cache_dir=tmp_path, kind="tsv")
+    b = load_or_build_basis(*sources(base, experts), cache_dir=tmp_path, kind="tsv")
+    c = load_or_build_basis(*sources(base, experts), cache_dir=tmp_path)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert b.kind == "tsv" and b.fidelity == pytest.approx(tsv.fidelity)
+    with pytest.raises(CycleQDError, match="unknown basis kind"):
+        build_basis(*sources(base, experts), kind="nope")

@@ -6,6 +6,13 @@ every reachable task vector is, per 2-D tensor, ``sum_e U_e diag(c_e) V_e^T`` an
 keyed by the checkpoints' content) lets individuals be stored as coefficient vectors of a few MB.
 
 Tensors of rank > 2 (convolution kernels) are reshaped to ``(out, -1)`` so any PyTorch model works.
+
+``kind="tsv"`` decorrelates the experts' bases, after Task Singular Vectors (Gargiulo et al.,
+CVPR 2025): per tensor, the concatenated ``[U_1 ... U_T]`` and ``[V_1 ... V_T]`` are replaced by
+their orthogonal polar factors (the closest matrices with orthonormal columns), so directions of
+different experts no longer overlap and adding their terms no longer double-counts shared
+directions. Each expert's own genome then materialises an approximation of that expert; how far
+it moves (relative Frobenius error over all 2-D task vectors) is kept as ``fidelity``.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class ExpertBasis:
     matrices: dict[str, MatrixBasis] = field(default_factory=dict)
     vectors: dict[str, VectorBasis] = field(default_factory=dict)
     fingerprint: str = ""
+    kind: str = "svd"
+    # per expert, ||tau_e(genome) - tau_e|| / ||tau_e|| over the 2-D tensors (0 for ``svd``)
+    fidelity: dict[str, float] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +106,12 @@ def keep_rank(s: torch.Tensor, *, energy: float, rtol: float) -> int:
     return rank
 
 
+def polar_factor(a: torch.Tensor) -> torch.Tensor:
+    """The orthogonal polar factor ``P Q^T`` of ``a = P S Q^T``: nearest orthonormal columns."""
+    p, _, qh = torch.linalg.svd(a, full_matrices=False)
+    return p @ qh
+
+
 def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     """The 2-D view used for SVD: ``(out, in * kh * kw ...)`` for convolution kernels."""
     return tensor.reshape(tensor.shape[0], -1)
@@ -107,13 +123,18 @@ def build_basis(
     *,
     energy: float = 1.0,
     rtol: float = 1e-4,
+    kind: str = "svd",
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpertBasis:
     """Compute every expert's task vector and its SVD, streaming one tensor at a time."""
     check_compatible(base, experts)
+    if kind not in ("svd", "tsv"):
+        raise CycleQDError(f"basis.kind: unknown basis kind {kind!r} (known: svd, tsv)")
     names = list(experts)
-    basis = ExpertBasis(experts=names)
+    basis = ExpertBasis(experts=names, kind=kind)
+    err2 = dict.fromkeys(names, 0.0)
+    norm2 = dict.fromkeys(names, 0.0)
     floating = [n for n in base.keys() if base.dtype(n).is_floating_point]  # noqa: SIM118
     for step, tensor_name in enumerate(sorted(floating)):
         theta0 = base.get(tensor_name).to(device=device, dtype=torch.float32)
@@ -131,11 +152,19 @@ def build_basis(
                 ss.append(s[:r])
                 vhs.append(vh[:r])
                 offsets.append(offsets[-1] + r)
+            u_cat, vh_cat = torch.cat(us, 1), torch.cat(vhs, 0)
+            if kind == "tsv" and offsets[-1] > 0:
+                u_cat, vh_cat = polar_factor(u_cat), polar_factor(vh_cat.T).T
+                for e, tau in enumerate(taus):
+                    sl = slice(offsets[e], offsets[e + 1])
+                    approx = (u_cat[:, sl] * ss[e]) @ vh_cat[sl]
+                    err2[names[e]] += float((approx - as_matrix(tau)).square().sum())
+                    norm2[names[e]] += float(tau.square().sum())
             basis.matrices[tensor_name] = MatrixBasis(
                 shape=shape,
-                U=torch.cat(us, 1).contiguous().cpu(),
+                U=u_cat.contiguous().cpu(),
                 S=torch.cat(ss).cpu(),
-                Vh=torch.cat(vhs, 0).contiguous().cpu(),
+                Vh=vh_cat.contiguous().cpu(),
                 offsets=offsets,
             )
         else:
@@ -144,15 +173,23 @@ def build_basis(
             )
         if progress is not None:
             progress(step + 1, len(floating), tensor_name)
+    basis.fidelity = {n: (err2[n] / norm2[n]) ** 0.5 if norm2[n] > 0 else 0.0 for n in names}
     return basis
 
 
 def basis_key(
-    base: StateSource, experts: Mapping[str, StateSource], *, energy: float, rtol: float
+    base: StateSource,
+    experts: Mapping[str, StateSource],
+    *,
+    energy: float,
+    rtol: float,
+    kind: str = "svd",
 ) -> str:
-    """Cache key: content of every checkpoint, expert order, and the truncation settings."""
+    """Cache key: content of every checkpoint, expert order, truncation settings and kind."""
     digest = hashlib.sha256()
     digest.update(f"v{BASIS_FORMAT}|{energy!r}|{rtol!r}|{base.fingerprint()}".encode())
+    if kind != "svd":  # plain SVD bases keep the keys they always had
+        digest.update(f"|kind={kind}".encode())
     for name, source in experts.items():
         digest.update(f"|{name}={source.fingerprint()}".encode())
     return digest.hexdigest()[:32]
@@ -161,7 +198,13 @@ def basis_key(
 def save_basis(basis: ExpertBasis, path: Path) -> None:
     """Write a basis as one safetensors file (atomically: a killed write leaves no cache entry)."""
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, object] = {"format": BASIS_FORMAT, "experts": basis.experts, "matrices": {}}
+    meta: dict[str, object] = {
+        "format": BASIS_FORMAT,
+        "experts": basis.experts,
+        "kind": basis.kind,
+        "fidelity": basis.fidelity,
+        "matrices": {},
+    }
     for name, m in basis.matrices.items():
         tensors[f"U::{name}"] = m.U.contiguous()
         tensors[f"S::{name}"] = m.S.contiguous()
@@ -190,7 +233,12 @@ def load_basis(path: Path, fingerprint: str = "") -> ExpertBasis:
         raise CycleQDError(f"{path}: unreadable basis cache file ({exc}); delete it") from exc
     if meta.get("format") != BASIS_FORMAT:
         raise CycleQDError(f"{path}: basis cache format {meta.get('format')} is not supported")
-    basis = ExpertBasis(experts=list(meta["experts"]), fingerprint=fingerprint)
+    basis = ExpertBasis(
+        experts=list(meta["experts"]),
+        fingerprint=fingerprint,
+        kind=meta.get("kind", "svd"),
+        fidelity=dict(meta.get("fidelity") or {}),
+    )
     for name, info in meta["matrices"].items():
         basis.matrices[name] = MatrixBasis(
             shape=tuple(info["shape"]),
@@ -218,17 +266,20 @@ def load_or_build_basis(
     *,
     energy: float = 1.0,
     rtol: float = 1e-4,
+    kind: str = "svd",
     cache_dir: Path | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpertBasis:
     """The cached basis for these checkpoints, computing and storing it on a miss."""
     check_compatible(base, experts)
-    key = basis_key(base, experts, energy=energy, rtol=rtol)
+    key = basis_key(base, experts, energy=energy, rtol=rtol, kind=kind)
     path = (cache_dir or default_cache_dir()) / "bases" / f"{key}.safetensors"
     if path.is_file():
         return load_basis(path, fingerprint=key)
-    basis = build_basis(base, experts, energy=energy, rtol=rtol, device=device, progress=progress)
+    basis = build_basis(
+        base, experts, energy=energy, rtol=rtol, kind=kind, device=device, progress=progress
+    )
     basis.fingerprint = key
     save_basis(basis, path)
     return basis

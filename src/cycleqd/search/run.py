@@ -81,6 +81,7 @@ class Session:
             self.experts,
             energy=config.basis.energy,
             rtol=config.basis.rtol,
+            kind=config.basis.kind,
             cache_dir=config.basis.cache_dir,
             device=config.basis.device,
             progress=on_tensor,
