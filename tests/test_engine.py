@@ -99,3 +99,28 @@ def test_shared_prefix_cache_gives_the_same_completions(arch_family: dict) -> No
     # one prompt, or prompts sharing little, take the plain path
     assert shared._shared_prefix(ids[:1]) == []
     assert shared._shared_prefix([ids[0], [7, 8, 9]]) == []
+
+
+def test_greedy_loop_matches_transformers_generate(arch_family: dict) -> None:
+    """The engine's own decoding (finished rows leave the batch) gives transformers' greedy
+    output, also when rows stop at different steps (``until`` and end of sequence)."""
+    engine = HFEngine(arch_family["base"], batch_size=4, min_shared_prefix=2)
+    tok = engine.tokenizer
+    prompts = ["copy ab=", "copy abcd=", "1+2=", "rev abcdef="]
+    until = lambda text: len(text) >= 3 and "a" in text  # noqa: E731
+    got = engine.generate(prompts, max_new_tokens=8, chat=False, until=until)
+    for prompt, text in zip(prompts, got, strict=True):
+        ids = torch.tensor([engine._bos() + tok(prompt, add_special_tokens=False)["input_ids"]])
+        ref = engine.model.generate(
+            input_ids=ids.to(engine.device),
+            attention_mask=torch.ones_like(ids).to(engine.device),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )[0, ids.shape[1] :].tolist()
+        full = ""
+        for k in range(1, len(ref) + 1):  # cut where ``until`` first holds, as the engine does
+            full = tok.decode(ref[:k], skip_special_tokens=True)
+            if until(full):
+                break
+        assert text == full, prompt

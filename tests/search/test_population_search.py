@@ -54,3 +54,22 @@ def test_shared_passes_give_the_same_run(lora_family: dict, tmp_path: Path) -> N
     # the log says which path evaluated each child: groups of 3 (the last holds the rest)
     assert {m["evaluation"] for m in m_on} == {"batched(3)", "materialised: alone in its group"}
     assert all(m["evaluation"].startswith("materialised") for m in m_off)
+
+
+def test_ray_actors_evaluate_their_groups_in_shared_passes(
+    lora_family: dict, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    data = base_config(lora_family, tmp_path, generations=6)
+    data["executor"] = {
+        "kind": "ray",
+        "actors": 1,
+        "actor_cpus": 0.5,
+        "children_per_batch": 3,
+        "population": "on",
+    }
+    summary = start_run(load_config(data=data), tmp_path / "ray")
+    assert summary["generations_done"] == 6
+    metrics = [json.loads(x) for x in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(m["generation"] for m in metrics) == list(range(6))
+    assert {m["evaluation"] for m in metrics} == {"batched(3)"}

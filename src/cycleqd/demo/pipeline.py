@@ -169,6 +169,7 @@ class Demo:
                 "final_model": self.p.final_model,
             },
             "engine": self._engine(),
+            "basis": {"kind": self.p.basis_kind},
             "executor": {"children_per_batch": self.p.children_per_batch},
         }
         run_dir = self.out / ("cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}")

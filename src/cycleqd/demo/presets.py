@@ -34,6 +34,7 @@ class Preset:
     crossover: str = "linear"
     final_model: str = "merge"
     signed_mutation: bool = False  # ``search.mutation.signed``
+    basis_kind: str = "svd"  # ``basis.kind``
     w_max: float = 0.1
     # children evaluated together in shared forward passes (``executor.children_per_batch``)
     children_per_batch: int = 1

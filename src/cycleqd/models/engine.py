@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
@@ -76,48 +76,6 @@ class RowGroups(Protocol):
     """
 
     def rows(self, groups: torch.Tensor) -> ContextManager[None]: ...
-
-
-class _StopOnStrings(StoppingCriteria):
-    """Per-sequence stop once any stop string appears in the newly generated text."""
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
-        self.tokenizer = tokenizer
-        self.stops = list(stops)
-        self.prompt_len = prompt_len
-        self.tail = max(8, max(len(s) for s in self.stops) + 4)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        new = input_ids[:, self.prompt_len :][:, -self.tail :]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        done = [any(s in t for s in self.stops) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _StopWhen(StoppingCriteria):
-    """Per-sequence stop once ``until(new_text)`` holds: a complete agent action, for example.
-
-    Agent replies are only useful up to their first complete action (AgentBench executes that one
-    and ignores the rest), so decoding past it is wasted model time. Rows already finished are not
-    decoded again.
-    """
-
-    def __init__(self, tokenizer: Any, until: Callable[[str], bool], prompt_len: int) -> None:
-        self.tokenizer = tokenizer
-        self.until = until
-        self.prompt_len = prompt_len
-        self.done: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        if self.done is None:
-            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        for row in range(input_ids.shape[0]):
-            if not self.done[row]:
-                text = self.tokenizer.decode(
-                    input_ids[row, self.prompt_len :], skip_special_tokens=True
-                )
-                self.done[row] = bool(self.until(text))
-        return self.done.clone().to(input_ids.device)
 
 
 class HFEngine:
@@ -224,34 +182,86 @@ class HFEngine:
             for row, r in enumerate(rows):
                 input_ids[row, total - len(r) :] = torch.tensor(r)
                 mask[row, total - len(r) :] = 1
-            stops: list[StoppingCriteria] = []
-            if stop:
-                stops.append(_StopOnStrings(tok, stop, total))
-            if until is not None:
-                stops.append(_StopWhen(tok, until, total))
-            criteria = StoppingCriteriaList(stops) if stops else None
             rows = self._row_tensor(groups, batch)
-            extra: dict[str, Any] = {}
-            if shared:
-                extra[self._cache_arg] = self._prefix_cache(shared, len(batch), rows)
-            with self._rows(rows):
-                out = self.model.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=pad,
-                    eos_token_id=tok.eos_token_id,
-                    stopping_criteria=criteria,
-                    **extra,
-                )
-            texts = tok.batch_decode(out[:, total:], skip_special_tokens=True)
+            cache = self._prefix_cache(shared, len(batch), rows) if shared else None
+            tokens = self._greedy(
+                input_ids.to(self.device),
+                mask.to(self.device),
+                cache,
+                len(shared),
+                rows,
+                max_new_tokens,
+                _finished(tok, stop, until),
+            )
+            texts = tok.batch_decode(tokens, skip_special_tokens=True)
             for i, text in zip(batch, texts, strict=True):
                 outputs[i] = _cut_at_stop(text, stop)
         return outputs
+
+    def _greedy(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        cache: Any,
+        cached: int,
+        rows: torch.Tensor | None,
+        max_new_tokens: int,
+        finished: Callable[[list[int]], bool],
+    ) -> list[list[int]]:
+        """Greedy decoding that drops every row from the batch as soon as it is finished.
+
+        transformers' ``generate`` keeps finished rows in the batch until the last one ends, and
+        on a CPU, where a decoding step costs in proportion to its rows, that is most of the work:
+        agent replies stop at their first complete action, at very different lengths, and a
+        batch holding several children's rows would run to its slowest row. Here a finished row's
+        keys and values leave the cache at once. ``cached`` leading tokens are already in
+        ``cache``; positions come from the mask (pads between a shared prefix and a row's own
+        tokens are skipped).
+        """
+        eos = self._eos_ids()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_ids, step_pos = input_ids[:, cached:], positions[:, cached:]
+        live = torch.arange(input_ids.shape[0])
+        out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        for _ in range(max_new_tokens):
+            kwargs: dict[str, Any] = {self._cache_arg: cache} if cache is not None else {}
+            with self._rows(None if rows is None else rows[live]):
+                result = self.model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **kwargs,
+                )
+            cache = returned_cache(result)
+            next_ids = result.logits[:, -1].argmax(-1)
+            keep: list[int] = []
+            for j, row in enumerate(live.tolist()):
+                token = int(next_ids[j])
+                if token in eos:
+                    continue
+                out[row].append(token)
+                if not finished(out[row]):
+                    keep.append(j)
+            if not keep:
+                break
+            last = step_pos[:, -1:] + 1
+            if len(keep) < len(live):
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                live, mask = live[keep], mask[idx]
+                next_ids, last = next_ids[idx], last[idx]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], 1)
+            step_ids, step_pos = next_ids[:, None], last
+        return out
+
+    def _eos_ids(self) -> set[int]:
+        """End-of-sequence ids: the tokenizer's and the generation config's (may be a list)."""
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids |= set(configured) if isinstance(configured, list) else {configured}
+        return {i for i in ids if i is not None}
 
     def _shared_prefix(self, ids: Sequence[list[int]]) -> list[int]:
         """The token prefix every prompt shares, when it is long enough to be worth caching.
@@ -401,6 +411,20 @@ class HFEngine:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+
+
+def _finished(
+    tokenizer: Any, stop: Sequence[str], until: Callable[[str], bool] | None
+) -> Callable[[list[int]], bool]:
+    """Whether a row's generated tokens hold a stop string or satisfy ``until``."""
+
+    def check(tokens: list[int]) -> bool:
+        if not stop and until is None:
+            return False
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(s in text for s in stop) or (until is not None and bool(until(text)))
+
+    return check
 
 
 def cache_argument(model: torch.nn.Module) -> str:

@@ -146,8 +146,9 @@ class RayExecutor:
         return self._ray.get([a.pid.remote() for a in self.actors])
 
     def submit(self, key: str, genome: Genome, *, records: bool = False) -> None:
+        # dispatched when a result is awaited: the loop submits a full load first, so every idle
+        # actor gets a whole group rather than the first child alone
         self._queue.append((key, genome, records))
-        self._dispatch()
 
     def _dispatch(self) -> None:
         """Hand each idle actor a group of up to ``children_per_batch`` queued children."""

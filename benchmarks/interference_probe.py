@@ -1,0 +1,101 @@
+"""How much do the experts' task vectors interfere, and does a decorrelated basis help?
+
+Scores fixed merges in genome space on the demo's *validation* splits (never test): each expert's
+own genome, and ``lambda * (sum of the three experts' genomes)`` for a few ``lambda``, once in the
+plain SVD basis and once in the decorrelated TSV basis (``basis.kind: tsv``). Every group is
+evaluated in shared forward passes. This is what the ``cpu`` preset's basis and operators were
+chosen on; it prints one JSON line with every score and each TSV expert's relative error.
+
+Usage::
+
+    python benchmarks/interference_probe.py [--preset cpu] [--n-val N] [--lambdas 1.0 0.7 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--n-val", type=int, default=None)
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.7, 0.5])
+    parser.add_argument("--kinds", nargs="+", default=["svd", "tsv"])
+    args = parser.parse_args()
+
+    from cycleqd.config import load_config
+    from cycleqd.demo.pipeline import SKILLS, Demo, DemoSettings
+    from cycleqd.demo.presets import PRESETS
+    from cycleqd.merging.genome import combine, expert_genome
+    from cycleqd.search.executors.serial import GroupEvaluator
+    from cycleqd.search.run import Session
+
+    preset = PRESETS[args.preset]
+    if args.n_val is not None:
+        preset = dataclasses.replace(preset, n_val=args.n_val)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="cqd-probe-") as tmp:
+        demo = Demo(DemoSettings(out=Path(tmp), preset=preset), say=say)
+        base = demo.model()
+        data = demo.data()
+        cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}
+        if all((d / "config.json").is_file() for d in cached.values()):
+            experts = cached
+        else:
+            experts = demo.experts(base, data)
+        for kind in args.kinds:
+            config = load_config(
+                data={
+                    "base_model": str(base),
+                    "experts": [{"name": k, "path": str(v)} for k, v in experts.items()],
+                    "tasks": [demo._task(s, data[s]["validation"]) for s in SKILLS],
+                    "engine": demo._engine(),
+                    "basis": {"kind": kind},
+                }
+            )
+            session = Session(config)
+            basis = session.basis
+            names = [f"expert-{e}" for e in basis.experts]
+            genomes = [expert_genome(basis, e) for e in range(len(basis.experts))]
+            for lam in args.lambdas:
+                names.append(f"sum x {lam}")
+                genomes.append(combine(genomes[: len(basis.experts)], [lam] * len(basis.experts)))
+            started = time.perf_counter()
+            results = GroupEvaluator(
+                session.materialiser, session.engine, session.tasks, mode="on"
+            ).evaluate(genomes)
+            say(f"{kind}: {len(genomes)} models in {time.perf_counter() - started:.0f}s")
+            out[kind] = {
+                "fidelity": basis.fidelity,
+                "scores": {
+                    n: {t: round(r.quality, 4) for t, r in res.items()}
+                    for n, res in zip(names, results, strict=True)
+                },
+            }
+            for n, res in zip(names, results, strict=True):
+                avg = sum(r.quality for r in res.values()) / len(res)
+                out[kind]["scores"][n]["average"] = round(avg, 4)
+            del session
+    print(
+        json.dumps(
+            {
+                "benchmark": "interference_probe",
+                "preset": preset.name,
+                "n_val": preset.n_val,
+                "split": "validation",
+                **out,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
