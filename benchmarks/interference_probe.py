@@ -14,9 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,36 +28,17 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["svd", "tsv"])
     args = parser.parse_args()
 
-    from cycleqd.config import load_config
-    from cycleqd.demo.pipeline import SKILLS, Demo, DemoSettings
-    from cycleqd.demo.presets import PRESETS
+    from demo_inputs import say, validation_config
+
     from cycleqd.merging.genome import combine, expert_genome
     from cycleqd.search.executors.serial import GroupEvaluator
     from cycleqd.search.run import Session
 
-    preset = PRESETS[args.preset]
-    if args.n_val is not None:
-        preset = dataclasses.replace(preset, n_val=args.n_val)
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="cqd-probe-") as tmp:
-        demo = Demo(DemoSettings(out=Path(tmp), preset=preset), say=say)
-        base = demo.model()
-        data = demo.data()
-        cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}
-        if all((d / "config.json").is_file() for d in cached.values()):
-            experts = cached
-        else:
-            experts = demo.experts(base, data)
         for kind in args.kinds:
-            config = load_config(
-                data={
-                    "base_model": str(base),
-                    "experts": [{"name": k, "path": str(v)} for k, v in experts.items()],
-                    "tasks": [demo._task(s, data[s]["validation"]) for s in SKILLS],
-                    "engine": demo._engine(),
-                    "basis": {"kind": kind},
-                }
+            config, preset = validation_config(
+                Path(tmp), preset=args.preset, n_val=args.n_val, basis_kind=kind
             )
             session = Session(config)
             basis = session.basis

@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -67,36 +66,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
-    from cycleqd.config import load_config
-    from cycleqd.demo.pipeline import SKILLS, Demo, DemoSettings
-    from cycleqd.demo.presets import PRESETS
+    from demo_inputs import say, validation_config
+
     from cycleqd.search.executors.serial import GroupEvaluator
     from cycleqd.search.run import Session
 
-    preset = PRESETS[args.preset]
-    if args.n_val is not None:
-        preset = dataclasses.replace(preset, n_val=args.n_val)
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="cqd-throughput-") as tmp:
-        demo = Demo(DemoSettings(out=Path(tmp), preset=preset, engine_dtype=args.dtype), say=say)
-        base = demo.model()
-        data = demo.data()
-        # trained experts already in the demo's cache are used as they are (their cache key
-        # also hashes the task code, which the benchmark does not need to match)
-        cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}
-        if all((d / "config.json").is_file() for d in cached.values()):
-            experts = cached
-        else:
-            experts = demo.experts(base, data)
-        config = load_config(
-            data={
-                "seed": args.seed,
-                "base_model": str(base),
-                "experts": [{"name": k, "path": str(v)} for k, v in experts.items()],
-                "tasks": [demo._task(s, data[s]["validation"]) for s in SKILLS],
-                "engine": demo._engine(),
-            }
+        config, preset = validation_config(
+            Path(tmp), preset=args.preset, n_val=args.n_val, dtype=args.dtype, seed=args.seed
         )
+        base = config.base_model
         session = Session(config)
         engine = session.engine
         children = breed(session.basis, args.children, args.seed, session.task_experts)
