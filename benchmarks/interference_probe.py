@@ -1,7 +1,8 @@
 """How much do the experts' task vectors interfere, and does a decorrelated basis help?
 
 Scores fixed merges in genome space on the demo's *validation* splits (never test): each expert's
-own genome, and ``lambda * (sum of the three experts' genomes)`` for a few ``lambda``, once in the
+own genome, ``lambda * (sum of the three experts' genomes)`` for a few ``lambda`` and the TIES
+merge of the three (``search.final_merge: ties`` at a few densities), once in the
 plain SVD basis and once in the decorrelated TSV basis (``basis.kind: tsv``). Every group is
 evaluated in shared forward passes. This is what the ``cpu`` preset's basis and operators were
 chosen on; it prints one JSON line with every score and each TSV expert's relative error.
@@ -9,6 +10,7 @@ chosen on; it prints one JSON line with every score and each TSV expert's relati
 Usage::
 
     python benchmarks/interference_probe.py [--preset cpu] [--n-val N] [--lambdas 1.0 0.7 0.5]
+        [--ties-densities 0.5]
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=None)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.7, 0.5])
     parser.add_argument("--kinds", nargs="+", default=["svd", "tsv"])
+    parser.add_argument("--ties-densities", type=float, nargs="*", default=[0.5])
     args = parser.parse_args()
 
     from demo_inputs import say, validation_config
 
+    from cycleqd.merging.aggregate import ties_genome
     from cycleqd.merging.genome import combine, expert_genome
     from cycleqd.search.executors.serial import GroupEvaluator
     from cycleqd.search.run import Session
@@ -47,6 +51,9 @@ def main() -> None:
             for lam in args.lambdas:
                 names.append(f"sum x {lam}")
                 genomes.append(combine(genomes[: len(basis.experts)], [lam] * len(basis.experts)))
+            for density in args.ties_densities:
+                names.append(f"ties {density}")
+                genomes.append(ties_genome(basis, genomes[: len(basis.experts)], density=density))
             started = time.perf_counter()
             results = GroupEvaluator(
                 session.materialiser, session.engine, session.tasks, mode="on"

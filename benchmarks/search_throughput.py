@@ -97,7 +97,8 @@ def main() -> None:
             "children_per_hour": round(n_serial / seconds * 3600, 1),
             "scores": reference,
         }
-        say(f"one at a time: {seconds:.0f}s for {n_serial}")
+        # each path's figures as soon as it is done, so a run stopped early keeps them
+        say(json.dumps({"path": "one_at_a_time", **paths["one_at_a_time"]}))
         for k in args.ks:
             group = GroupEvaluator(session.materialiser, engine, session.tasks, mode="on")
             results = []
@@ -116,7 +117,7 @@ def main() -> None:
                 "agree_with_one_at_a_time": f"{same}/{n_serial}",
                 "max_abs_score_diff": round(max(diffs), 4),
             }
-            say(f"K={k}: {seconds:.0f}s for {len(children)}")
+            say(json.dumps({"path": f"K={k}", **paths[f"K={k}"]}))
     base_rate = paths["one_at_a_time"]["children_per_hour"]
     speedups = {p: round(v["children_per_hour"] / base_rate, 2) for p, v in paths.items()}
     print(

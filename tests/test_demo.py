@@ -61,6 +61,8 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert 0.0 <= paired["mcnemar_p"] <= 1.0
     assert table["seeds"]["runs"] == 2
     assert (out / "cycleqd-seed1" / "state.json").is_file()
+    state = json.loads((out / "cycleqd" / "state.json").read_text())
+    assert state["final"]["merge"] == "ties"  # the preset's final merge reached the search
     # the mini preset's search evaluates children in shared forward passes
     metrics = (out / "cycleqd" / "metrics.jsonl").read_text()
     assert '"evaluation": "batched(' in metrics
@@ -75,6 +77,7 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         assert Path(results["tasks"][task]["transcripts"]).is_file()
     md = (out / "table.md").read_text()
     assert "| CycleQD |" in md and "| base |" in md and "McNemar" in md
+    assert "final model is" in md and ("ties merge" in md or "archived individual" in md)
     html = (out / "report.html").read_text()
     assert "Stage timings" in html and "data:image/png;base64," in html
     if SHARED.is_dir():

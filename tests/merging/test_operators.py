@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cycleqd.merging.aggregate import final_genome, softmax_weights
+from cycleqd.merging.aggregate import final_genome, softmax_weights, ties_genome
 from cycleqd.merging.basis import as_matrix, build_basis
 from cycleqd.merging.crossover import crossover, layer_of
 from cycleqd.merging.genome import combine, expert_genome, task_vector
@@ -169,3 +169,38 @@ def test_final_merge_is_softmax_weighted_task_arithmetic() -> None:
     for name in basis.names:
         expected = sum(b * taus[f"x{e}"][name] for e, b in enumerate(beta))
         assert close(task_vector(basis, genome, name), expected)
+
+
+def _ties_by_hand(taus: list[torch.Tensor], density: float) -> torch.Tensor:
+    """TIES as its paper states it: keep each vector's top-k magnitudes, elect the sign of the
+    summed trimmed vectors, average the entries whose sign agrees (zero where none does)."""
+    trimmed = []
+    for t in taus:
+        k = int(density * t.numel())
+        keep = torch.zeros(t.numel(), dtype=torch.bool)
+        keep[t.abs().flatten().argsort(descending=True)[:k]] = True
+        trimmed.append(t * keep.reshape(t.shape))
+    stack = torch.stack(trimmed)
+    elected = torch.where(stack.sum(0) >= 0, 1.0, -1.0)
+    agree = (stack.sign() == elected).float()
+    return (stack * agree).sum(0) / agree.sum(0).clamp(min=1)
+
+
+def test_ties_final_merge_matches_hand_computation() -> None:
+    _, _, _, basis = setup()
+    elites = [expert_genome(basis, e) for e in range(3)]
+    # an elite that is a mixture, so the merge is not only of the experts themselves
+    elites[2] = combine([elites[0], elites[2]], [0.3, 1.0])
+    genome = ties_genome(basis, elites, density=0.5)
+    assert all(float(c.abs().sum()) == 0.0 for c in genome.coeffs.values())
+    for name in basis.names:
+        vectors = [task_vector(basis, g, name) for g in elites]
+        assert close(task_vector(basis, genome, name), _ties_by_hand(vectors, 0.5), 1e-4), name
+
+
+def test_ties_final_merge_of_one_elite_is_that_elite() -> None:
+    _, _, _, basis = setup()
+    elite = expert_genome(basis, 1)
+    assert ties_genome(basis, [elite]) is elite
+    with pytest.raises(ValueError, match="density"):
+        ties_genome(basis, [elite, elite], density=0.0)

@@ -141,3 +141,20 @@ def test_per_expert_crossover_and_best_of_final(tmp_path: Path) -> None:
         assert final["chosen"] in archived
         assert final["scores"] == state["scores"][final["chosen"]]
     assert min(final["scores"].values()) > 0.6, final
+
+
+def test_ties_final_merge_of_the_best_elites(tmp_path: Path) -> None:
+    # density 1: sign election and disjoint mean only (trimming half of these small CNNs' task
+    # vectors leaves both skills at chance: 0.49 / 0.51, measured)
+    summary = cnn_search(
+        tmp_path, crossover_kind="per_expert", final_merge="ties", final_density=1.0
+    )
+    final = summary["final"]
+    assert final["merge"] == "ties" and final["beta"] is None
+    assert final["chosen"] == "merge" and final["scores"] == final["merge_scores"]
+    # the final genome is the TIES merge of the distinct best elites, kept as a dense delta
+    from cycleqd.merging.genome import Genome
+
+    genome = Genome.load(tmp_path / "run" / "individuals" / "final.safetensors")
+    assert genome.dense and all(float(c.abs().sum()) == 0.0 for c in genome.coeffs.values())
+    assert min(final["scores"].values()) > 0.6, final

@@ -167,6 +167,7 @@ class Demo:
                 "crossover": {"kind": self.p.crossover},
                 "mutation": {"signed": self.p.signed_mutation, "w_max": self.p.w_max},
                 "final_model": self.p.final_model,
+                "final_merge": self.p.final_merge,
             },
             "engine": self._engine(),
             "basis": {"kind": self.p.basis_kind},
@@ -322,6 +323,7 @@ class Demo:
                 "expert_scores_validation": summary["expert_scores"],
                 "best_quality_validation": summary["best_quality"],
                 "final_validation": (summary.get("final") or {}).get("scores"),
+                "final_model": _final_model(summary),
             },
         }
         (self.out / "table.json").write_text(json.dumps(table, indent=2))
@@ -332,6 +334,7 @@ class Demo:
         ]
         md += _markdown(rows, tasks)
         notes = [_comparison_text(c) for c in comparisons] + ([_seeds_text(seeds)] if seeds else [])
+        notes.append(_final_model_text(table["cycleqd"]["final_model"]))
         if notes:
             md += ["", *notes]
         if real_rows:
@@ -500,3 +503,29 @@ def check_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise CycleQDError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
+
+
+def _final_model(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the CycleQD row is: the final merge or an archived individual, and why."""
+    final = summary.get("final") or {}
+    return {
+        "merge": final.get("merge", "softmax"),
+        "elites": final.get("elites"),
+        "chosen": final.get("chosen"),
+        "merge_validation": final.get("merge_scores"),
+        "validation": final.get("scores"),
+    }
+
+
+def _final_model_text(final: dict[str, Any]) -> str:
+    def mean(scores: dict[str, float] | None) -> str:
+        return "n/a" if not scores else f"{sum(scores.values()) / len(scores):.3f}"
+
+    elites = ", ".join(final["elites"] or [])
+    merge = f"the {final['merge']} merge of the archives' best elites ({elites})"
+    if final["chosen"] in (None, "merge"):
+        what = merge
+    else:
+        what = f"archived individual {final['chosen']}, whose validation average beat {merge}"
+        what += f" ({mean(final['validation'])} vs {mean(final['merge_validation'])})"
+    return f"CycleQD's final model is {what}; chosen on validation, never on test."

@@ -33,6 +33,7 @@ class Preset:
     # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
     crossover: str = "linear"
     final_model: str = "merge"
+    final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's) or ties
     signed_mutation: bool = False  # ``search.mutation.signed``
     basis_kind: str = "svd"  # ``basis.kind``
     w_max: float = 0.1
@@ -43,23 +44,29 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
     # experts at 0.125 on validation, too weak for any merge to show anything. The search merges
-    # per expert slice in crossover and keeps the better of the merge and the best elite (see
-    # ``search.crossover.kind`` and ``search.final_model``): the paper's average of two
-    # single-skill experts halves both skills, and mutation climbs back one small step a
-    # generation, too slowly for 12 generations.
+    # per expert slice in crossover (the paper's average of two single-skill experts halves both
+    # skills), mutates with a signed SVD draw (so interfering directions can also shrink), merges
+    # the archives' best elites with TIES (the softmax merge adds overlapping task vectors at
+    # full strength, where the skills interfered) and keeps the better of that merge and the
+    # best elite on validation (``final_model: best_of``). Children are evaluated one at a time:
+    # on a 2-core CPU shared forward passes were slower (0.62x at K=4, README), and 48 rows
+    # already fill a batch. 48 test samples per task give the table's intervals; validation
+    # stays at 16 per task to keep a first run near 45 minutes.
     "cpu": Preset(
         name="cpu",
         n_train=192,
         n_val=16,
-        n_test=24,
+        n_test=48,
         generations=12,
         max_new_tokens={"code": 96, "os": 64, "db": 64},
         max_rounds={"os": 3, "db": 3},
         train_epochs=1,
-        batch_size=32,
+        batch_size=48,
         real_limit=10,
         crossover="per_expert",
         final_model="best_of",
+        final_merge="ties",
+        signed_mutation=True,
     ),
     "full": Preset(
         name="full",
@@ -72,6 +79,9 @@ PRESETS: dict[str, Preset] = {
         train_epochs=3,
         batch_size=64,
         real_limit=None,
+        # a GPU's decoding step is memory- and launch-bound: eight children share each pass
+        # where the measured cost model (``executor.population: auto``) finds that it pays
+        children_per_batch=8,
     ),
     "mini": Preset(
         name="mini",
@@ -88,5 +98,6 @@ PRESETS: dict[str, Preset] = {
         real_limit=2,
         merges=("linear", "task_arithmetic", "ties"),
         children_per_batch=2,
+        final_merge="ties",
     ),
 }

@@ -53,7 +53,7 @@ METHODS: tuple[str, ...] = (
 _RESERVED = ("seed",)
 
 
-def _mergekit(module: str) -> Any:
+def mergekit_module(module: str) -> Any:
     """Import a mergekit module, hiding the numpy.core DeprecationWarning its unpickler raises
     at import time (noise for our users; mergekit's to fix)."""
     with warnings.catch_warnings():
@@ -80,8 +80,8 @@ def describe_method(method: str) -> MethodInfo:
     """Parameters of ``method`` read from mergekit's own specification (for help and checks)."""
     if method not in METHODS:
         raise CycleQDError(f"unknown merge method {method!r}; expected one of {', '.join(METHODS)}")
-    mk = _mergekit("merge_methods.base")
-    spec = _mergekit("merge_methods.registry").get(method).spec
+    mk = mergekit_module("merge_methods.base")
+    spec = mergekit_module("merge_methods.registry").get(method).spec
     per_model, shared = {}, {}
     for p in spec.parameters:
         default = None if p.default is mk.MISSING else p.default
@@ -164,7 +164,7 @@ def merge(
         raise CycleQDError(f"output directory {out} is one of the models being merged")
     config = _merge_config(method, base, experts, shared, per_expert, dtype)
 
-    options = _mergekit("options").MergeOptions(
+    options = mergekit_module("options").MergeOptions(
         device="cpu",
         copy_tokenizer=True,
         random_seed=seed,
@@ -177,7 +177,7 @@ def merge(
         build = Path(tmp) / "merged"
         try:
             with _preserved_rng(), _without_torch_dtype_notice():
-                _mergekit("merge").run_merge(config, str(build), options=options)
+                mergekit_module("merge").run_merge(config, str(build), options=options)
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc
         _modern_dtype_key(build / "config.json")
@@ -266,7 +266,7 @@ def _merge_config(
 ) -> Any:
     """The mergekit configuration; paths go in as ``{"path": ...}`` so an ``@`` in a directory
     name is not read as a hub revision."""
-    configuration = _mergekit("config").MergeConfiguration
+    configuration = mergekit_module("config").MergeConfiguration
 
     def ref(p: Path) -> dict[str, Any]:
         return {"model": {"path": str(p.resolve())}}

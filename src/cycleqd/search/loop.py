@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cycleqd.errors import CycleQDError
-from cycleqd.merging.aggregate import final_genome, softmax_weights
+from cycleqd.merging.aggregate import final_genome, softmax_weights, ties_genome
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.crossover import crossover
 from cycleqd.merging.genome import Genome, expert_genome
@@ -57,6 +57,8 @@ class SearchSettings:
     mutation_std: float = 3e-4
     final_temperature: float = 1.0
     final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
+    final_merge: str = "softmax"  # or "ties": how the archives' best elites are merged
+    final_density: float = 0.5  # TIES: share of each elite's task vector kept
     bc_ranges: Sequence[tuple[float, float] | str] = ()
     bc_bins: Sequence[int] = ()
     plot_every: int = 50
@@ -357,7 +359,7 @@ class CycleQD:
             self.plot(self.store, [a.to_json() for a in self.archives])
 
     def _final(self) -> None:
-        """Merge the best elite of each archive (softmax of their qualities) and evaluate it.
+        """Merge the best elite of each archive (``final_merge``: softmax or TIES); evaluate it.
 
         With ``final_model: best_of`` an archived individual whose mean validation score beats
         the merge's is the final model instead: every elite was already scored on every task, so
@@ -366,11 +368,19 @@ class CycleQD:
         self.progress({"phase": "final"})
         bests = [a.best() for a in self.archives]
         qualities = [b.quality for b in bests]
-        genome = final_genome(
-            [self.store.load_individual(b.id) for b in bests],
-            qualities,
-            self.settings.final_temperature,
-        )
+        if self.settings.final_merge == "ties":
+            distinct = sorted({b.id for b in bests})
+            genome = ties_genome(
+                self.basis,
+                [self.store.load_individual(i) for i in distinct],
+                density=self.settings.final_density,
+            )
+        else:
+            genome = final_genome(
+                [self.store.load_individual(b.id) for b in bests],
+                qualities,
+                self.settings.final_temperature,
+            )
         result = self.evaluate(genome, records=True)
         scores, chosen = result.scores, "merge"
         if self.settings.final_model == "best_of":
@@ -385,7 +395,12 @@ class CycleQD:
         self.store.write_json("final/records.json", result.records)
         self.state["final"] = {
             "elites": [b.id for b in bests],
-            "beta": softmax_weights(qualities, self.settings.final_temperature),
+            "merge": self.settings.final_merge,
+            "beta": (
+                softmax_weights(qualities, self.settings.final_temperature)
+                if self.settings.final_merge == "softmax"
+                else None
+            ),
             "merge_scores": result.scores,
             "chosen": chosen,
             "scores": scores,

@@ -41,6 +41,8 @@ def settings_from_config(config: RunConfig) -> SearchSettings:
         mutation_std=s.mutation.std,
         final_temperature=s.final_temperature,
         final_model=s.final_model,
+        final_merge=s.final_merge,
+        final_density=s.final_density,
         bc_ranges=[t.bc.range for t in config.tasks],
         bc_bins=[t.bc.bins for t in config.tasks],
         plot_every=s.plot_every,

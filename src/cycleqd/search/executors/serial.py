@@ -118,8 +118,10 @@ class GroupEvaluator:
 
         Timed once per (group size, rank bucket) on this engine: a forward over K x b rows with
         the group's per-row deltas, against K forwards over b rows of a materialised model plus
-        K materialisations. Per-row products cost ``rank * (in + out)`` per token, which only
-        matters when the bases are close to full rank.
+        K materialisations, with b the engine's batch size (at most 32). Per-row products cost
+        ``rank * (in + out)`` per token; what a shared pass saves is the per-pass overhead and
+        the inefficiency of small batches, which a GPU has and a CPU already compute-bound at b
+        rows does not (measured in benchmarks/search_throughput.py).
         """
         assert self.population is not None
         k = len(plan.batched)
@@ -129,7 +131,9 @@ class GroupEvaluator:
             if timer is None:
                 self._pays[key] = True
             else:
-                b = 8
+                # rows per child as the engine batches them (a CPU is compute-bound well
+                # before a GPU is, so the per-row gain of a bigger batch depends on this)
+                b = max(1, min(int(getattr(self.engine, "batch_size", 8)), 32))
                 with self.population.activate(genomes, plan):
                     self.engine.row_groups = self.population
                     try:
