@@ -39,6 +39,7 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         benchmark_data=SHARED if SHARED.is_dir() else tmp_path / "missing",
         experts_cache=tmp_path / "experts",
         seeds=2,
+        ablation=True,
     )
     rows = Demo(settings, say=messages.append).run()
     names = [r["name"] for r in rows]
@@ -63,6 +64,23 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert (out / "cycleqd-seed1" / "state.json").is_file()
     state = json.loads((out / "cycleqd" / "state.json").read_text())
     assert state["final"]["merge"] == "ties"  # the preset's final merge reached the search
+    # the ablation: the paper's operators, each of the preset's changes alone, the preset itself
+    ablation = {r["name"]: r for r in table["ablation"]}
+    by_name = {r["name"]: r for r in table["test"]}
+    assert list(ablation) == [
+        "paper's operators",
+        "paper + search.final_merge: ties",
+        "paper + basis.kind: tsv",
+        "chosen preset (CycleQD)",
+    ]
+    paper = json.loads((out / "ablation-paper-s-operators" / "state.json").read_text())
+    assert paper["final"]["merge"] == "softmax" and paper["basis_kind"] == "svd"
+    tsv = json.loads((out / "ablation-paper-basis-kind-tsv" / "state.json").read_text())
+    assert tsv["basis_kind"] == "tsv" and tsv["final"]["merge"] == "softmax"
+    for row in ablation.values():
+        assert set(row["scores"]) == {"code", "os", "db"}
+        assert 0.0 <= row["validation_average"] <= 1.0
+    assert ablation["chosen preset (CycleQD)"]["scores"] == by_name["CycleQD"]["scores"]
     # the mini preset's search evaluates children in shared forward passes
     metrics = (out / "cycleqd" / "metrics.jsonl").read_text()
     assert '"evaluation": "batched(' in metrics

@@ -501,6 +501,13 @@ def demo(
             min=1, help="Repeat the search with this many seeds; the table adds their spread."
         ),
     ] = 1,
+    ablation: Annotated[
+        bool,
+        typer.Option(
+            help="Also search with the paper's operators and with each of the preset's changes "
+            "alone, on the same experts, and add their test scores as an ablation table."
+        ),
+    ] = False,
 ) -> None:
     """Fetch a model, train experts, run CycleQD and compare it with the baselines."""
     import os
@@ -523,6 +530,7 @@ def demo(
         experts_cache=experts_cache,
         engine_device=device,
         seeds=seeds,
+        ablation=ablation,
     )
     started = time.perf_counter()
     Demo(settings, say=lambda m: console.print(m, highlight=False)).run()

@@ -18,6 +18,7 @@ directory of the search (elite maps, metrics), the baselines and the evaluations
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cycleqd.demo.presets import Preset
+from cycleqd.demo.presets import Preset, ablations
 from cycleqd.errors import CycleQDError
 
 # skill -> (suite, task type, file suffix of the suite's data format)
@@ -54,6 +55,7 @@ class DemoSettings:
     engine_device: str = "auto"
     engine_dtype: str = "auto"
     seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
+    ablation: bool = False  # also search with the paper's operators and each change alone
 
 
 Say = Callable[[str], None]
@@ -148,10 +150,19 @@ class Demo:
         experts: dict[str, Path],
         data: dict[str, dict[str, Path]],
         seed: int | None = None,
+        *,
+        preset: Preset | None = None,
+        run_name: str | None = None,
     ):
+        """One CycleQD search on the validation splits: its run directory and summary.
+
+        ``preset`` overrides the demo's operators (the ablation's variants); sizes stay the
+        demo's. ``run_name`` names the run directory (default: ``cycleqd``, ``cycleqd-seed{s}``).
+        """
         from cycleqd.config import load_config
         from cycleqd.search.run import start_run
 
+        p = preset or self.p
         seed = self.p.seed if seed is None else seed
         config = {
             "seed": seed,
@@ -164,16 +175,18 @@ class Demo:
             "search": {
                 "generations": self.p.generations,
                 "plot_every": 0,
-                "crossover": {"kind": self.p.crossover},
-                "mutation": {"signed": self.p.signed_mutation, "w_max": self.p.w_max},
-                "final_model": self.p.final_model,
-                "final_merge": self.p.final_merge,
+                "crossover": {"kind": p.crossover},
+                "mutation": {"signed": p.signed_mutation, "w_max": p.w_max},
+                "final_model": p.final_model,
+                "final_merge": p.final_merge,
             },
             "engine": self._engine(),
-            "basis": {"kind": self.p.basis_kind},
-            "executor": {"children_per_batch": self.p.children_per_batch},
+            "basis": {"kind": p.basis_kind},
+            "executor": {"children_per_batch": p.children_per_batch},
         }
-        run_dir = self.out / ("cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}")
+        if run_name is None:
+            run_name = "cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}"
+        run_dir = self.out / run_name
 
         def progress(event: dict[str, Any]) -> None:
             if event.get("phase") == "search":
@@ -275,6 +288,15 @@ class Demo:
                 if seed == seeds[0]:
                     run_dir, summary = run, summ
         final = finals[0]
+        variants: list[tuple[str, Path, dict[str, Any]]] = []
+        if self.s.ablation:
+            with self.stage("ablation searches"):
+                for label, variant in ablations(self.p):
+                    self.say(f"  ablation: {label}")
+                    _, summ = self.search(
+                        base, experts, data, preset=variant, run_name=f"ablation-{_slug(label)}"
+                    )
+                    variants.append((label, Path(summ["final"]["model"]), summ))
         models: list[tuple[str, Path]] = [("base", base)]
         models += [(f"expert: {k}", v) for k, v in experts.items()]
         models += [(MERGE_LABELS.get(k, k), v) for k, v in merges.items()]
@@ -286,6 +308,16 @@ class Demo:
             for name, path in models:
                 report = self.evaluate(_slug(name), path, test_files, "test")
                 rows.append(_row(name, report, seed=self.p.seed))
+        ablation_rows: list[dict[str, Any]] = []
+        if variants:
+            with self.stage("ablation test evaluation"):
+                for label, path, summ in variants:
+                    report = self.evaluate(_slug(label), path, test_files, "test-ablation")
+                    ablation_rows.append(_ablation_row(label, report, summ, seed=self.p.seed))
+                ours = next(r for r in rows if r["name"] == "CycleQD")
+                ablation_rows.append(
+                    {**ours, "name": "chosen preset (CycleQD)", **_validation_of(summary)}
+                )
         real_rows: list[dict[str, Any]] = []
         real = self.real_benchmarks()
         if real:
@@ -293,7 +325,7 @@ class Demo:
                 for name, path in (("base", base), ("CycleQD", final)):
                     report = self.evaluate(_slug(name), path, real, "real", real=True)
                     real_rows.append(_row(name, report, seed=self.p.seed))
-        self._write(rows, real_rows, run_dir, summary)
+        self._write(rows, real_rows, run_dir, summary, ablation_rows)
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 
     def _write(
@@ -302,6 +334,7 @@ class Demo:
         real_rows: list[dict[str, Any]],
         run_dir: Path,
         summary: dict[str, Any],
+        ablation_rows: list[dict[str, Any]] | None = None,
     ) -> None:
         from cycleqd.report.html import write_report
 
@@ -309,6 +342,7 @@ class Demo:
         comparisons = _comparisons(rows, seed=self.p.seed)
         seeds = _seed_summary(rows)
         rows, real_rows = _public(rows), _public(real_rows)
+        ablation = _public(ablation_rows or [])
         table = {
             "preset": self.p.name,
             "tasks": tasks,
@@ -317,6 +351,7 @@ class Demo:
             "real_dev": real_rows,
             "paired": comparisons,
             "seeds": seeds,
+            "ablation": ablation,
             "timings_s": self.timings,
             "cycleqd": {
                 "generations": summary["generations_done"],
@@ -337,6 +372,9 @@ class Demo:
         notes.append(_final_model_text(table["cycleqd"]["final_model"]))
         if notes:
             md += ["", *notes]
+        if ablation:
+            md += ["", ABLATION_INTRO, ""]
+            md += _markdown(ablation, tasks, validation=True)
         if real_rows:
             md += ["", "Real benchmarks' development data:", ""]
             md += _markdown(real_rows, [t for t in tasks if t in real_rows[0]["scores"]])
@@ -362,6 +400,11 @@ class Demo:
                 "Selection used the validation splits only; scores are on held-out test splits."
             ),
             tables=[("Test splits", rows, tasks)]
+            + (
+                [("Ablation (test splits; " + ABLATION_INTRO + ")", ablation, tasks)]
+                if ablation
+                else []
+            )
             + ([("Real benchmarks' development data", real_rows, tasks)] if real_rows else []),
             images=images,
             timings=self.timings,
@@ -371,7 +414,7 @@ class Demo:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _samples(report: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -407,6 +450,24 @@ def _row(name: str, report: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
             bootstrap_average({t: list(s.values()) for t, s in samples.items()}, seed=seed)
         )
     return row
+
+
+ABLATION_INTRO = (
+    "Ablation: CycleQD with the paper's operators, then with each of the preset's changes alone "
+    "(same experts, sizes, seed and test samples; validation average of each final model, "
+    "which is all the search saw)"
+)
+
+
+def _validation_of(summary: dict[str, Any]) -> dict[str, Any]:
+    scores = (summary.get("final") or {}).get("scores") or {}
+    return {"validation_average": sum(scores.values()) / len(scores) if scores else None}
+
+
+def _ablation_row(
+    label: str, report: dict[str, Any], summary: dict[str, Any], *, seed: int
+) -> dict[str, Any]:
+    return {**_row(label, report, seed=seed), **_validation_of(summary)}
 
 
 def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -471,28 +532,42 @@ def _seeds_text(s: dict[str, Any]) -> str:
     )
 
 
-def _markdown(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+def _markdown(
+    rows: list[dict[str, Any]], tasks: list[str], *, validation: bool = False
+) -> list[str]:
+    """A table of scores with intervals; ``validation`` adds the final model's validation mean
+    (what the ablation's variants were selected on)."""
     best = round(max(r["average"] for r in rows), 9)  # ties in value tie in print too
 
     def cell(value: float, interval: list[float] | None, bold: bool = False) -> str:
         text = f"**{value:.3f}**" if bold else f"{value:.3f}"
         return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
 
-    lines = ["| model | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    extra = " validation average |" if validation else ""
+    lines = [
+        "| model | " + " | ".join(tasks) + " | average |" + extra,
+        "|---" * (len(tasks) + 2 + int(validation)) + "|",
+    ]
     for r in rows:
         intervals = r.get("intervals") or {}
         cells = " | ".join(
             cell(r["scores"][t], intervals.get(t)) if t in r["scores"] else "-" for t in tasks
         )
         avg = cell(r["average"], r.get("average_interval"), round(r["average"], 9) == best)
-        lines.append(f"| {r['name']} | {cells} | {avg} |")
+        tail = ""
+        if validation:
+            v = r.get("validation_average")
+            tail = f" {v:.3f} |" if v is not None else " - |"
+        lines.append(f"| {r['name']} | {cells} | {avg} |{tail}")
     return lines
 
 
 def clean_output(out: Path) -> None:
     """Remove a previous demo's outputs (not the caches) so the table never mixes runs."""
-    for name in ("data", "baselines", "cycleqd", "test", "real"):
+    for name in ("data", "baselines", "cycleqd", "test", "test-ablation", "real"):
         shutil.rmtree(out / name, ignore_errors=True)
+    for run in [*out.glob("cycleqd-seed*"), *out.glob("ablation-*")] if out.is_dir() else []:
+        shutil.rmtree(run, ignore_errors=True)
     for name in ("table.md", "table.json", "report.html"):
         (out / name).unlink(missing_ok=True)
 

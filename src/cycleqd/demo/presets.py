@@ -8,7 +8,7 @@ the result).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,36 @@ PRESETS: dict[str, Preset] = {
         final_merge="ties",
     ),
 }
+
+# The search's operators as the paper has them: ``cycleqd demo --ablation`` searches with these,
+# then with each of a preset's departures from them alone. TSV bases are ablated even though no
+# preset uses them yet, so their measured effect is in the table beside the rest.
+PAPER_OPERATORS: dict[str, object] = {
+    "crossover": "linear",
+    "signed_mutation": False,
+    "final_merge": "softmax",
+    "final_model": "merge",
+    "basis_kind": "svd",
+}
+_CONFIG_KEYS = {
+    "crossover": "search.crossover.kind",
+    "signed_mutation": "search.mutation.signed",
+    "final_merge": "search.final_merge",
+    "final_model": "search.final_model",
+    "basis_kind": "basis.kind",
+}
+
+
+def ablations(preset: Preset) -> list[tuple[str, Preset]]:
+    """``(label, preset)``: the paper's operators, then each of ``preset``'s changes alone."""
+    paper = replace(preset, **PAPER_OPERATORS)  # type: ignore[arg-type]
+    variants = [("paper's operators", paper)]
+    for key, paper_value in PAPER_OPERATORS.items():
+        value = getattr(preset, key)
+        if key == "basis_kind" and value == paper_value:
+            value = "tsv"
+        if value == paper_value:
+            continue
+        shown = "true" if value is True else value
+        variants.append((f"paper + {_CONFIG_KEYS[key]}: {shown}", replace(paper, **{key: value})))
+    return variants
