@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test lint tiny demo bench clean
+.PHONY: install sysdeps test lint tiny demo demo-vision bench clean
 
 # Debian packages of the real environments: bubblewrap (code and OS sandboxes), MariaDB (the
 # database task's server), debootstrap (the OS task's root file system).
@@ -40,6 +40,10 @@ tiny: install
 DEMO_PRESET ?= cpu
 demo: install
 	$(VENV)/bin/cycleqd demo --preset $(DEMO_PRESET) --out runs/demo
+
+# CycleQD over Segformer segmentation experts on procedural scenes (about 15 min on 2 cores).
+demo-vision: install
+	$(VENV)/bin/cycleqd demo --track vision --preset cpu --out runs/demo-vision
 
 bench: install
 	$(PY) benchmarks/child_creation.py

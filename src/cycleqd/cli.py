@@ -479,8 +479,18 @@ def train_expert_cmd(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default runs/demo, or runs/demo-vision for vision)."),
+    ] = None,
     preset: Annotated[str, typer.Option(help="cpu (2 cores, 45 min), full (GPU), mini.")] = "cpu",
+    track: Annotated[
+        str,
+        typer.Option(
+            help="llm: agent-skill experts of a language model; vision: Segformer "
+            "segmentation experts (presets cpu, 15 min on 2 cores, and mini)."
+        ),
+    ] = "llm",
     model: Annotated[
         Path | None, typer.Option(help="Base model (default: SmolLM2-135M-Instruct, fetched).")
     ] = None,
@@ -512,6 +522,12 @@ def demo(
     """Fetch a model, train experts, run CycleQD and compare it with the baselines."""
     import os
 
+    if track not in ("llm", "vision"):
+        raise CycleQDError(f"--track must be llm or vision, got {track!r}")
+    if track == "vision":
+        _vision_demo(out or Path("runs/demo-vision"), preset, experts_cache, seeds, ablation)
+        return
+    out = out or Path("runs/demo")
     from cycleqd.demo.pipeline import Demo, DemoSettings, check_preset, clean_output
 
     chosen = check_preset(preset)
@@ -534,6 +550,22 @@ def demo(
     )
     started = time.perf_counter()
     Demo(settings, say=lambda m: console.print(m, highlight=False)).run()
+    console.print(f"demo done in {time.perf_counter() - started:.0f}s")
+    typer.echo((out / "table.md").read_text())
+    console.print(f"report: {out / 'report.html'}")
+
+
+def _vision_demo(out: Path, preset: str, cache: Path | None, seeds: int, ablation: bool) -> None:
+    """``demo --track vision``: segmentation experts, merges, CycleQD, the table and report."""
+    from cycleqd.vision.pipeline import VisionDemo
+    from cycleqd.vision.presets import vision_preset
+
+    if seeds != 1 or ablation:
+        raise CycleQDError("--seeds and --ablation are options of the llm track only")
+    started = time.perf_counter()
+    VisionDemo(
+        out, vision_preset(preset), cache=cache, say=lambda m: console.print(m, highlight=False)
+    ).run()
     console.print(f"demo done in {time.perf_counter() - started:.0f}s")
     typer.echo((out / "table.md").read_text())
     console.print(f"report: {out / 'report.html'}")

@@ -1,0 +1,78 @@
+"""Sizes of the vision demo. ``cpu`` is the 15-minute demo on 2 cores; ``mini`` is the test's.
+
+The search settings are the paper's (elite sampling, model-wise linear crossover with N(1, 0.01)
+weights, SVD mutation with w_max 0.1, softmax merge of the archives' best elites) unless a field
+here says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from cycleqd.errors import CycleQDError
+
+
+@dataclass(frozen=True)
+class VisionPreset:
+    name: str
+    image_size: int
+    n_train: int  # training scenes per task (the base's and each expert's)
+    n_val: int  # validation scenes per task: what the search selects on
+    n_test: int  # held-out test scenes per task: the table
+    base_steps: int
+    expert_steps: int
+    batch_size: int
+    base_lr: float
+    expert_lr: float
+    generations: int
+    bins: int  # per BC axis
+    seed: int = 0
+    crossover: str = "linear"
+    final_model: str = "merge"  # or best_of
+    w_max: float = 0.1
+    pair_methods: tuple[str, ...] = ("linear", "ties")  # merges of each pair of experts
+    shown: int = 1  # test images per task in the masks picture
+
+
+PRESETS: dict[str, VisionPreset] = {
+    "cpu": VisionPreset(
+        name="cpu",
+        image_size=48,
+        n_train=768,
+        n_val=48,
+        n_test=96,
+        base_steps=500,
+        expert_steps=200,
+        batch_size=32,
+        base_lr=3e-3,
+        expert_lr=1e-3,
+        generations=160,
+        bins=10,
+    ),
+    "mini": VisionPreset(
+        name="mini",
+        image_size=32,
+        n_train=192,
+        n_val=16,
+        n_test=32,
+        base_steps=120,
+        expert_steps=60,
+        batch_size=16,
+        base_lr=4e-3,
+        expert_lr=2e-3,
+        generations=8,
+        bins=5,
+        pair_methods=("linear",),
+    ),
+}
+
+
+def vision_preset(name: str, **overrides: object) -> VisionPreset:
+    """A preset by name, with fields replaced (``seed=3``); unknown names are errors."""
+    if name not in PRESETS:
+        raise CycleQDError(f"unknown vision preset {name!r} (known: {', '.join(PRESETS)})")
+    fields = set(VisionPreset.__dataclass_fields__)
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise CycleQDError(f"vision preset has no field {', '.join(bad)}")
+    return replace(PRESETS[name], **overrides)  # type: ignore[arg-type]
