@@ -187,6 +187,15 @@ class VisionDemo:
 
     # -- the whole demo --------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        """All stages, with torch on ``preset.threads`` threads (restored afterwards)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.p.threads))
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> list[dict[str, Any]]:
         from cycleqd.vision.report import table_row, write_outputs
 
         clean_vision_output(self.out)

@@ -75,6 +75,7 @@ def similarity_rows(
 ) -> list[dict[str, Any]]:
     """One row per pair of tasks: both similarity measures and each pair merge's retention."""
     from cycleqd.vision.model import load_model
+    from cycleqd.vision.scenes import task_rule
     from cycleqd.vision.similarity import label_iou, pairs, retention, task_vector_cosine
 
     base_sd = load_model(base).state_dict()
@@ -87,6 +88,7 @@ def similarity_rows(
     for a, b in pairs(list(experts)):
         row: dict[str, Any] = {
             "pair": f"{a}+{b}",
+            "same_kind": task_rule(a).kind == task_rule(b).kind,
             "label_iou": label_iou(general, a, b),
             "cosine": task_vector_cosine(base_sd, expert_sd[a], expert_sd[b]),
         }
@@ -110,18 +112,23 @@ def similarity_summary(sim: Sequence[Mapping[str, Any]], methods: Sequence[str])
                 xs = [float(r[key]) for r in sim]
                 ys = [float(r[f"{m}_{target}"]) for r in sim]
                 summary[f"spearman({key}, {m}_{target})"] = rank_correlation(xs, ys)
+        for same, label in ((True, "same kind"), (False, "different kind")):
+            group = [float(r[f"{m}_retention"]) for r in sim if r["same_kind"] == same]
+            if group:
+                summary[f"{m}_retention mean, {label}"] = sum(group) / len(group)
     return summary
 
 
 def similarity_markdown(sim: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[str]:
-    head = "| pair | label IoU | task-vector cosine |"
+    head = "| pair | same kind | label IoU | task-vector cosine |"
     head += "".join(f" {m}: mIoU kept | {m}: gain kept |" for m in methods)
-    lines = [head, "|---" * (3 + 2 * len(methods)) + "|"]
+    lines = [head, "|---" * (4 + 2 * len(methods)) + "|"]
     for r in sim:
         cells = "".join(
             f" {r[f'{m}_retention']:.3f} | {r[f'{m}_gain_kept']:.3f} |" for m in methods
         )
-        lines.append(f"| {r['pair']} | {r['label_iou']:.3f} | {r['cosine']:.3f} |{cells}")
+        kind = "yes" if r["same_kind"] else "no"
+        lines.append(f"| {r['pair']} | {kind} | {r['label_iou']:.3f} | {r['cosine']:.3f} |{cells}")
     return lines
 
 
@@ -203,9 +210,13 @@ def write_outputs(
         "validation scenes only."
     )
     corr_text = ", ".join(
-        f"{k} = {'n/a' if v is None else f'{v:+.2f}'}" for k, v in correlations.items()
+        f"{k} = {'n/a' if v is None else (f'{v:+.2f}' if k.startswith('spearman') else f'{v:.3f}')}"
+        for k, v in correlations.items()
     )
-    notes.append(f"Rank correlations over the {len(sim)} pairs (Spearman): {corr_text}.")
+    notes.append(
+        f"Over the {len(sim)} pairs (same kind: both tasks select by shape, or both by colour): "
+        f"{corr_text}."
+    )
     md = [
         f"Test scenes ({p.n_test} per task, {p.image_size}x{p.image_size} px, preset `{p.name}`); "
         "mean per-image mIoU (torchmetrics), 95% bootstrap intervals over test images:",

@@ -37,18 +37,20 @@ class TaskRule:
     """Which objects are targets, and how to force one into a scene (so no image lacks one)."""
 
     description: str
+    kind: str  # what the rule looks at: "shape", "colour" or "any" (a task-design similarity)
     selects: Callable[[str, str], bool]  # (shape, colour) -> target?
     forced_shape: tuple[str, ...] = SHAPES
     forced_colour: tuple[str, ...] = tuple(COLOURS)
 
 
 TASKS: dict[str, TaskRule] = {
-    "objects": TaskRule("every object", lambda s, c: True),
-    "circles": TaskRule("circles", lambda s, c: s == "circle", forced_shape=("circle",)),
-    "squares": TaskRule("squares", lambda s, c: s == "square", forced_shape=("square",)),
-    "red": TaskRule("red objects", lambda s, c: c == "red", forced_colour=("red",)),
+    "objects": TaskRule("every object", "any", lambda s, c: True),
+    "circles": TaskRule("circles", "shape", lambda s, c: s == "circle", forced_shape=("circle",)),
+    "squares": TaskRule("squares", "shape", lambda s, c: s == "square", forced_shape=("square",)),
+    "red": TaskRule("red objects", "colour", lambda s, c: c == "red", forced_colour=("red",)),
     "warm": TaskRule(
         "red or yellow objects",
+        "colour",
         lambda s, c: c in ("red", "yellow"),
         forced_colour=("red", "yellow"),
     ),
@@ -137,14 +139,14 @@ def generate(task: str, split: str, n: int, size: int, seed: int) -> SceneSet:
         img = _background(rng, size, yy, xx)
         placed: list[tuple[float, float, float]] = []
         scene_shapes, scene_colours, scene_masks = [], [], []
-        for k in range(int(rng.integers(2, 5))):
+        for k in range(int(rng.integers(2, 4))):
             if k == 0:  # the forced target
                 shape = str(rng.choice(rule.forced_shape))
                 colour = str(rng.choice(rule.forced_colour))
             else:
                 shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
             for _ in range(30):  # rejection sampling of a free spot
-                r = rng.uniform(0.09, 0.18) * size
+                r = rng.uniform(0.12, 0.22) * size
                 cy, cx = rng.uniform(r + 1, size - r - 1, size=2)
                 if all(np.hypot(cy - py, cx - px) > r + pr + 2 for py, px, pr in placed):
                     break

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +28,7 @@ from cycleqd.vision.model import load_model, logits_at, new_model, save_model
 from cycleqd.vision.scenes import generate
 
 #: Bump when the scene generator or the training loop changes what a spec produces.
-TRAIN_FORMAT = 1
+TRAIN_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,7 @@ def train(model: nn.Module, spec: TrainSpec, progress: Progress | None = None) -
     targets = scenes.targets(spec.task)
     gen = torch.Generator().manual_seed(spec.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=spec.lr, total_steps=spec.steps, pct_start=0.1
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(_warmup_cosine, steps=spec.steps))
     losses: list[float] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)  # dropout and drop-path draws
@@ -82,6 +82,14 @@ def train(model: nn.Module, spec: TrainSpec, progress: Progress | None = None) -
                 progress(step + 1, spec.steps, losses[-1])
         model.eval()
     return losses
+
+
+def _warmup_cosine(step: int, *, steps: int) -> float:
+    """Learning-rate factor: linear warm-up over the first tenth, then a cosine decay to 0."""
+    warm = max(1, steps // 10)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 def weights_digest(path: Path | None) -> str:
