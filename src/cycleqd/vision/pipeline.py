@@ -33,7 +33,24 @@ from cycleqd.vision.train import TrainSpec, train_cached
 
 Say = Callable[[str], None]
 MERGE_LABELS = {"linear": "merge: linear", "ties": "merge: TIES"}
-OUTPUTS = ("baselines", "pairs", "cycleqd", "table.md", "table.json", "report.html", "figures")
+#: The second search's operators (``preset.variant``) and its row name.
+VARIANT = {
+    "crossover_kind": "per_expert",
+    "mutation_signed": True,
+    "final_merge": "ties",
+    "final_model": "best_of",
+}
+VARIANT_LABEL = "CycleQD (per-expert crossover, signed mutation, TIES final, best-of)"
+OUTPUTS = (
+    "baselines",
+    "pairs",
+    "cycleqd",
+    "cycleqd-variant",
+    "table.md",
+    "table.json",
+    "report.html",
+    "figures",
+)
 
 
 class VisionDemo:
@@ -114,8 +131,20 @@ class VisionDemo:
                 out[(a, b, m)] = _merge(m, base, [experts[a], experts[b]], target)
         return out
 
-    def search(self, base: Path, experts: dict[str, Path], val: dict[str, SceneSet]) -> tuple:
-        """CycleQD on the validation scenes; the run directory and its summary."""
+    def search(
+        self,
+        base: Path,
+        experts: dict[str, Path],
+        val: dict[str, SceneSet],
+        *,
+        run_name: str = "cycleqd",
+        operators: dict[str, Any] | None = None,
+    ) -> tuple[Path, dict[str, Any]]:
+        """CycleQD on the validation scenes; the run directory and its summary.
+
+        ``operators`` replaces the preset's search settings (the variant's), by
+        :class:`~cycleqd.search.loop.SearchSettings` field name.
+        """
         from cycleqd.merging.basis import basis_key, build_basis
         from cycleqd.merging.materialise import Materialiser
         from cycleqd.merging.sources import DictSource
@@ -134,7 +163,7 @@ class VisionDemo:
         resident = load_model(base)
         engine = SegmentationEngine(resident)
         materialiser = Materialiser(basis, base_source, resident, torch.device("cpu"))
-        store = RunStore(self.out / "cycleqd")
+        store = RunStore(self.out / run_name)
         shutil.rmtree(store.root, ignore_errors=True)
         store.create(json.dumps({"track": "vision", "preset": self.p.__dict__}, default=str))
 
@@ -154,6 +183,11 @@ class VisionDemo:
                 self.say(f"  expert {event['expert']} scored")
 
         p = self.p
+        settings = {
+            "crossover_kind": p.crossover,
+            "final_model": p.final_model,
+            **(operators or {}),
+        }
         search = CycleQD(
             basis=basis,
             materialiser=materialiser,
@@ -164,10 +198,9 @@ class VisionDemo:
                 generations=p.generations,
                 seed=p.seed,
                 bc_bins=[p.bins] * len(self.tasks),
-                crossover_kind=p.crossover,
-                final_model=p.final_model,
                 w_max=p.w_max,
                 plot_every=0,
+                **settings,
             ),
             store=store,
             export=export,
@@ -212,10 +245,20 @@ class VisionDemo:
         with self.stage("cycleqd search"):
             run_dir, summary = self.search(base, experts, data["validation"])
         final = Path(summary["final"]["model"])
+        variant: Path | None = None
+        vsummary: dict[str, Any] | None = None
+        if self.p.variant:
+            with self.stage("cycleqd search (variant)"):
+                _, vsummary = self.search(
+                    base, experts, data["validation"], run_name="cycleqd-variant", operators=VARIANT
+                )
+                variant = Path(vsummary["final"]["model"])
         models: list[tuple[str, Path]] = [("base", base)]
         models += [(f"expert: {t}", p) for t, p in experts.items()]
         models += [(MERGE_LABELS[m], p) for m, p in merges.items()]
         models += [("CycleQD", final)]
+        if variant is not None:
+            models += [(VARIANT_LABEL, variant)]
         rows: list[dict[str, Any]] = []
         with self.stage("test evaluation"):
             for name, path in models:
@@ -240,6 +283,7 @@ class VisionDemo:
                 data=data,
                 run_dir=run_dir,
                 summary=summary,
+                variant_summary=vsummary,
             )
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 

@@ -30,6 +30,11 @@ class VisionPreset:
     crossover: str = "linear"
     final_model: str = "merge"  # or best_of
     w_max: float = 0.1
+    # A second search with the language demo's operators (per-expert crossover, signed SVD
+    # mutation, TIES final merge, best-of final model), reported beside the paper's: with fully
+    # fine-tuned experts whose task vectors interfere, the paper's averaging crossover and
+    # softmax final merge land on a plain average of the experts.
+    variant: bool = True
     pair_methods: tuple[str, ...] = ("linear", "ties")  # merges of each pair of experts
     shown: int = 1  # test images per task in the masks picture
     # torch intra-op threads while the demo runs. The model is so small that splitting its ops
@@ -67,6 +72,7 @@ PRESETS: dict[str, VisionPreset] = {
         generations=8,
         bins=5,
         pair_methods=("linear",),
+        variant=False,
     ),
 }
 

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from cycleqd.vision.scenes import SceneSet
 
 
+def _final(summary: Mapping[str, Any]) -> dict[str, Any]:
+    final = summary.get("final") or {}
+    return {k: final.get(k) for k in ("elites", "merge", "chosen", "scores", "beta")}
+
+
 def table_row(name: str, per_image: Mapping[str, Sequence[float]], *, seed: int) -> dict[str, Any]:
     """A row: mean mIoU per task, bootstrap intervals, and the per-image scores behind them."""
     scores = {t: float(sum(v) / len(v)) for t, v in per_image.items()}
@@ -164,21 +169,24 @@ def write_outputs(
     data: Mapping[str, Mapping[str, SceneSet]],
     run_dir: Path,
     summary: Mapping[str, Any],
+    variant_summary: Mapping[str, Any] | None = None,
 ) -> None:
     from cycleqd.report.html import write_report
     from cycleqd.vision.figures import save_png, similarity_figure
+    from cycleqd.vision.pipeline import VARIANT, VARIANT_LABEL
 
     p, tasks = demo.p, demo.tasks
     sim = similarity_rows(demo, pair_scores, rows, experts, base, data["general"]["objects"])
     correlations = similarity_summary(sim, p.pair_methods)
     merges = [r for r in rows if r["name"].startswith("merge: ")]
     best_merge = max(merges, key=lambda r: r["average"])["name"]
-    comparisons = [paired(rows, "CycleQD", best_merge, seed=p.seed)]
-    others = [r for r in rows if r["name"] != "CycleQD"]
+    others = [r for r in rows if not r["name"].startswith("CycleQD")]
     best_other = max(others, key=lambda r: r["average"])["name"]
-    if best_other != best_merge:
-        comparisons.append(paired(rows, "CycleQD", best_other, seed=p.seed))
-    final = summary.get("final") or {}
+    comparisons = []
+    for ours in (r["name"] for r in rows if r["name"].startswith("CycleQD")):
+        comparisons.append(paired(rows, ours, best_merge, seed=p.seed))
+        if best_other != best_merge:
+            comparisons.append(paired(rows, ours, best_other, seed=p.seed))
     public = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     table = {
         "track": "vision",
@@ -195,20 +203,30 @@ def write_outputs(
             "generations": summary["generations_done"],
             "expert_scores_validation": summary["expert_scores"],
             "best_quality_validation": summary["best_quality"],
-            "final": {k: final.get(k) for k in ("elites", "merge", "chosen", "scores", "beta")},
+            "final": _final(summary),
         },
     }
+    if variant_summary is not None:
+        table["cycleqd_variant"] = {
+            "operators": dict(VARIANT),
+            "generations": variant_summary["generations_done"],
+            "final": _final(variant_summary),
+        }
     (demo.out / "table.json").write_text(json.dumps(table, indent=2))
     notes = [
         f"{c['a']} minus {c['b']} on the same test images: average mIoU {c['difference']:+.3f} "
         f"(95% paired-bootstrap interval {c['interval'][0]:+.3f} to {c['interval'][1]:+.3f})."
         for c in comparisons
     ]
-    notes.append(
-        f"CycleQD's final model: {final.get('merge')} merge of the archives' best elites "
-        f"({', '.join(final.get('elites') or [])}); chosen: {final.get('chosen')}; selected on "
-        "validation scenes only."
-    )
+    for label, summ in (("CycleQD", summary), (VARIANT_LABEL, variant_summary)):
+        if summ is None:
+            continue
+        f = summ.get("final") or {}
+        notes.append(
+            f"{label}'s final model: the {f.get('merge')} merge of the archives' best elites "
+            f"({', '.join(f.get('elites') or [])}); chosen: {f.get('chosen')} (selected on "
+            "validation scenes only)."
+        )
     corr_text = ", ".join(
         f"{k} = {'n/a' if v is None else (f'{v:+.2f}' if k.startswith('spearman') else f'{v:.3f}')}"
         for k, v in correlations.items()
