@@ -41,7 +41,7 @@ DEMO_PRESET ?= cpu
 demo: install
 	$(VENV)/bin/cycleqd demo --preset $(DEMO_PRESET) --out runs/demo
 
-# CycleQD over Segformer segmentation experts on procedural scenes (about 15 min on 2 cores).
+# CycleQD over Segformer segmentation experts on procedural scenes (about 5 min on 2 cores).
 demo-vision: install
 	$(VENV)/bin/cycleqd demo --track vision --preset cpu --out runs/demo-vision
 

@@ -182,7 +182,7 @@ class Demo:
             },
             "engine": self._engine(),
             "basis": {"kind": p.basis_kind},
-            "executor": {"children_per_batch": p.children_per_batch},
+            "executor": {"children_per_batch": p.children_per_batch, "population": p.population},
         }
         if run_name is None:
             run_name = "cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}"
