@@ -483,12 +483,12 @@ def demo(
         Path | None,
         typer.Option(help="Output folder (default runs/demo, or runs/demo-vision for vision)."),
     ] = None,
-    preset: Annotated[str, typer.Option(help="cpu (2 cores, 45 min), full (GPU), mini.")] = "cpu",
+    preset: Annotated[str, typer.Option(help="cpu (2 cores), full (GPU), mini.")] = "cpu",
     track: Annotated[
         str,
         typer.Option(
             help="llm: agent-skill experts of a language model; vision: Segformer "
-            "segmentation experts (presets cpu, 15 min on 2 cores, and mini)."
+            "segmentation experts (presets cpu, about 5 min on 2 cores, and mini)."
         ),
     ] = "llm",
     model: Annotated[

@@ -1,7 +1,8 @@
 """Sizes of the demo: how many samples, generations and tokens each stage gets.
 
 The demo's cost is generation, so every knob that multiplies it is here and nowhere else. ``cpu``
-fits the 45-minute budget of a 2-core machine (first run, installs and expert training included);
+is sized for a 2-core machine (measured there: 24 minutes of expert training on a first run, about
+15 minutes per search, see the README; over the 45-minute goal);
 ``full`` is for a GPU; ``mini`` is the CI miniature on tiny models (it checks the plumbing, not
 the result).
 """
@@ -53,7 +54,7 @@ PRESETS: dict[str, Preset] = {
     # best elite on validation (``final_model: best_of``). Children are evaluated one at a time:
     # on a 2-core CPU shared forward passes were slower (0.62x at K=4, README), and 48 rows
     # already fill a batch. 48 test samples per task give the table's intervals; validation
-    # stays at 16 per task to keep a first run near 45 minutes.
+    # stays at 16 per task to keep a search near 15 minutes.
     "cpu": Preset(
         name="cpu",
         n_train=192,
