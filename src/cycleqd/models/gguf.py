@@ -86,12 +86,14 @@ def read_gguf_info(path: Path) -> GgufInfo:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' warnings and (its own) progress bars during conversion.
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and (its own) progress bars while models are converted,
+    loaded or saved.
 
     Converting is an explicit, expected dequantisation; its "this uses more memory" warnings
     would only confuse a CLI user. The legacy GGUF reader's own tqdm bar stays, which is
-    useful feedback during the slow part.
+    useful feedback during the slow part. The vision demo loads dozens of tiny models, and its
+    own stage lines are the progress display.
     """
     from transformers.utils import logging as hf_logging
 
@@ -145,7 +147,7 @@ def convert_gguf(
     # no local_files_only: it would be written into tokenizer_config.json as a default.)
     source = str(gguf_path.parent)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=str(gguf_path))
             model = AutoModelForCausalLM.from_pretrained(
                 source,
@@ -173,7 +175,7 @@ def convert_gguf(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(str(out_dir))
             tokenizer.save_pretrained(str(out_dir))
     except Exception:

@@ -11,8 +11,6 @@ matrices like any other weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from torch import nn
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from cycleqd.errors import CycleQDError
+from cycleqd.models.gguf import quiet_transformers
 
 #: Pixel normalisation, also written into the saved image processor so the directory says it.
 MEAN, STD = 0.5, 0.25
@@ -50,23 +49,6 @@ def new_model(seed: int) -> SegformerForSemanticSegmentation:
         torch.manual_seed(seed)
         model = SegformerForSemanticSegmentation(segformer_config())
     return model.eval()
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No per-call progress bars or notices from transformers while a model is loaded or saved:
-    the demo loads dozens of tiny models and its own stage lines are the progress display."""
-    from transformers.utils import logging as hf_logging
-
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def save_model(model: SegformerForSemanticSegmentation, out: Path) -> Path:
