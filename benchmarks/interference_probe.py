@@ -1,16 +1,20 @@
 """How much do the experts' task vectors interfere, and does a decorrelated basis help?
 
 Scores fixed merges in genome space on the demo's *validation* splits (never test): each expert's
-own genome, ``lambda * (sum of the three experts' genomes)`` for a few ``lambda`` and the TIES
-merge of the three (``search.final_merge: ties`` at a few densities), once in the
-plain SVD basis and once in the decorrelated TSV basis (``basis.kind: tsv``). Every group is
-evaluated in shared forward passes. This is what the ``cpu`` preset's basis and operators were
-chosen on; it prints one JSON line with every score and each TSV expert's relative error.
+own genome, ``lambda * (sum of the three experts' genomes)`` for a few ``lambda``, sums with one
+scale per expert (``--scales 1,1,0.5``: code, os, db in the demo's order), the TIES merge of the
+three (``search.final_merge: ties`` at a few densities) and any merged model directory given
+with ``--models`` (its difference from the base as a dense genome, e.g. the demo's mergekit TIES
+baseline, to compare it with the in-genome TIES on the same samples), once in the plain SVD basis
+and once in the decorrelated TSV basis (``basis.kind: tsv``). Models are evaluated one at a time
+(``--population on`` shares forward passes). This is what the ``cpu`` preset's basis and
+operators were chosen on; it prints one JSON line with every score and each TSV expert's
+relative error.
 
 Usage::
 
     python benchmarks/interference_probe.py [--preset cpu] [--n-val N] [--lambdas 1.0 0.7 0.5]
-        [--ties-densities 0.5]
+        [--scales 1,1,0.5 ...] [--ties-densities 0.5] [--models DIR ...] [--no-experts]
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,12 +35,17 @@ def main() -> None:
     parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.7, 0.5])
     parser.add_argument("--kinds", nargs="+", default=["svd", "tsv"])
     parser.add_argument("--ties-densities", type=float, nargs="*", default=[0.5])
+    parser.add_argument("--scales", nargs="*", default=[], help="one scale per expert: 1,1,0.5")
+    parser.add_argument("--models", type=Path, nargs="*", default=[])
+    parser.add_argument("--no-experts", action="store_true", help="skip the experts alone")
+    parser.add_argument("--population", choices=["auto", "on", "off"], default="off")
     args = parser.parse_args()
 
     from demo_inputs import say, validation_config
 
     from cycleqd.merging.aggregate import ties_genome
-    from cycleqd.merging.genome import combine, expert_genome
+    from cycleqd.merging.genome import Genome, combine, expert_genome
+    from cycleqd.merging.sources import SafetensorsSource
     from cycleqd.search.executors.serial import GroupEvaluator
     from cycleqd.search.run import Session
 
@@ -46,18 +57,43 @@ def main() -> None:
             )
             session = Session(config)
             basis = session.basis
+            k = len(basis.experts)
+            experts = [expert_genome(basis, e) for e in range(k)]
             names = [f"expert-{e}" for e in basis.experts]
-            genomes = [expert_genome(basis, e) for e in range(len(basis.experts))]
+            genomes = list(experts)
             for lam in args.lambdas:
                 names.append(f"sum x {lam}")
-                genomes.append(combine(genomes[: len(basis.experts)], [lam] * len(basis.experts)))
+                genomes.append(combine(experts, [lam] * k))
+            for text in args.scales:
+                scales = [float(x) for x in text.split(",")]
+                if len(scales) != k:
+                    parser.error(f"--scales {text}: {k} values needed ({', '.join(basis.experts)})")
+                names.append(f"sum x ({text})")
+                genomes.append(combine(experts, scales))
             for density in args.ties_densities:
                 names.append(f"ties {density}")
-                genomes.append(ties_genome(basis, genomes[: len(basis.experts)], density=density))
+                genomes.append(ties_genome(basis, experts, density=density))
+            base = session.base
+            zero = {n: torch.zeros_like(c) for n, c in experts[0].coeffs.items()}
+            for model in args.models:
+                merged = SafetensorsSource(model)
+                dense = {n: merged.get(n).float() - base.get(n).float() for n in basis.names}
+                names.append(f"model {model}")
+                genomes.append(Genome(coeffs=dict(zero), dense=dense))
+            if args.no_experts:
+                names, genomes = names[k:], genomes[k:]
+            evaluator = GroupEvaluator(
+                session.materialiser, session.engine, session.tasks, mode=args.population
+            )
             started = time.perf_counter()
-            results = GroupEvaluator(
-                session.materialiser, session.engine, session.tasks, mode="on"
-            ).evaluate(genomes)
+            results = []
+            groups = [genomes] if args.population == "on" else [[g] for g in genomes]
+            for group in groups:
+                results.extend(evaluator.evaluate(group))
+                done = names[len(results) - len(group) : len(results)]
+                for n, r in zip(done, results[-len(group) :], strict=True):
+                    scores = {t: round(x.quality, 4) for t, x in r.items()}
+                    say(f"{kind} {n}: {scores} ({time.perf_counter() - started:.0f}s)")
             say(f"{kind}: {len(genomes)} models in {time.perf_counter() - started:.0f}s")
             out[kind] = {
                 "fidelity": basis.fidelity,

@@ -213,9 +213,10 @@ class Demo:
                 "engine": self._engine(),
             }
         )
-        report = evaluate_model(model, config, self.out / where / name / "results.json")
+        report = evaluate_model(model, config, self.out / where / name / "results.json", reuse=True)
         scores = {t: r["quality"] for t, r in report["tasks"].items()}
-        self.say(f"  {name}: " + " ".join(f"{t}={q:.3f}" for t, q in scores.items()))
+        reused = " (reused: same weights, data and code)" if report.get("reused") else ""
+        self.say(f"  {name}: " + " ".join(f"{t}={q:.3f}" for t, q in scores.items()) + reused)
         return report
 
     def real_benchmarks(self) -> dict[str, Path]:
