@@ -87,7 +87,9 @@ def evaluation_key(model_dir: Path, config: EvalConfig) -> str:
     same test splits in every run; with this key a rerun reuses those results instead of
     spending most of its time re-decoding them.
     """
-    from cycleqd.train.cache import code_fingerprint, hash_file, hash_tree
+    import cycleqd
+    from cycleqd.train.cache import _hash_file as hash_file
+    from cycleqd.train.cache import _hash_tree as hash_tree
 
     h = hashlib.sha256(b"cycleqd-eval/1\0")
     model_dir = Path(model_dir)
@@ -108,7 +110,9 @@ def evaluation_key(model_dir: Path, config: EvalConfig) -> str:
             elif path is not None and path.is_dir():
                 h.update(f"{task.name}.{key}/\0".encode())
                 hash_tree(h, path, "*")
-    h.update(code_fingerprint(("tasks", "models", "sandbox")).encode())
+    h.update(cycleqd.__version__.encode())
+    for sub in ("tasks", "models", "sandbox"):
+        hash_tree(h, Path(cycleqd.__file__).parent / sub, "*.py")
     return h.hexdigest()
 
 

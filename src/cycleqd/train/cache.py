@@ -22,23 +22,23 @@ _CODE_DIRS = ("train", "tasks")
 _CHUNK = 1 << 20
 
 
-def hash_file(h: Any, path: Path) -> None:
+def _hash_file(h: Any, path: Path) -> None:
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
 
 
-def hash_tree(h: Any, root: Path, pattern: str) -> None:
+def _hash_tree(h: Any, root: Path, pattern: str) -> None:
     for path in sorted(p for p in root.rglob(pattern) if p.is_file()):
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        hash_file(h, path)
+        _hash_file(h, path)
 
 
-def code_fingerprint(dirs: Sequence[str] = _CODE_DIRS) -> str:
-    """Hash of the package version and the source code under ``dirs`` (package subfolders)."""
+def code_fingerprint() -> str:
+    """Hash of the package version and the training/task source code."""
     h = hashlib.sha256(cycleqd.__version__.encode())
-    for sub in dirs:
-        hash_tree(h, _PACKAGE / sub, "*.py")
+    for sub in _CODE_DIRS:
+        _hash_tree(h, _PACKAGE / sub, "*.py")
     return h.hexdigest()
 
 
@@ -50,14 +50,14 @@ def expert_cache_key(
     base = Path(base)
     for path in sorted(p for p in base.iterdir() if p.is_file() and p.name != "training.json"):
         h.update(path.name.encode() + b"\0")
-        hash_file(h, path)
+        _hash_file(h, path)
     for source in sources:
         h.update(f"{source.kind}:{source.format}:{source.suite or ''}\0".encode())
         if source.path is not None:
-            hash_file(h, source.path)
+            _hash_file(h, source.path)
             scripts = source.path.parent.parent / "scripts" / source.path.stem
             if source.format == "agentbench-os" and scripts.is_dir():
-                hash_tree(h, scripts, "*")
+                _hash_tree(h, scripts, "*")
     h.update(json.dumps(dict(hyperparameters), sort_keys=True, default=str).encode())
     h.update(code_fingerprint().encode())
     return h.hexdigest()
