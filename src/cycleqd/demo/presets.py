@@ -21,6 +21,8 @@ class Preset:
     generations: int
     bins: int = 10
     seed: int = 0
+    # MMLU questions (seeded sample of the test split) for the table's language column
+    n_language: int = 200
     max_new_tokens: dict[str, int] = field(
         default_factory=lambda: {"code": 160, "os": 96, "db": 96}
     )
@@ -76,6 +78,7 @@ PRESETS: dict[str, Preset] = {
         n_train=1200,
         n_val=60,
         n_test=200,
+        n_language=1000,
         generations=300,
         bins=15,
         max_rounds={"os": 5, "db": 5},
@@ -91,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         n_train=16,
         n_val=3,
         n_test=3,
+        n_language=6,
         generations=4,
         bins=5,
         max_new_tokens={"code": 12, "os": 12, "db": 12},

@@ -40,24 +40,33 @@ def _cell(value: float, interval: Sequence[float] | None) -> str:
     return f"<td>{value:.3f} <span class='muted'>[{lo:.2f}, {hi:.2f}]</span></td>"
 
 
-def table_html(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> str:
+def table_html(
+    rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], after: Sequence[str] = ()
+) -> str:
     """Rows of ``{"name", "scores": {task: q}, "average"}``; the best average is bold.
 
     A row's optional ``intervals`` ({task: [low, high]}) and ``average_interval`` (95%) are shown
-    in brackets after each score.
+    in brackets after each score. ``after``: score columns shown after the average and not part
+    of it (the demo's language column).
     """
     best = round(max((r["average"] for r in rows), default=0.0), 9)
     head = "".join(f"<th>{html.escape(t)}</th>" for t in tasks)
-    out = [f"<table><tr><th>model</th>{head}<th>average</th></tr>"]
+    tail = "".join(f"<th>{html.escape(t)}</th>" for t in after)
+    out = [f"<table><tr><th>model</th>{head}<th>average</th>{tail}</tr>"]
     for r in rows:
         cls = ' class="best"' if round(r["average"], 9) == best else ""
         intervals = r.get("intervals") or {}
-        cells = "".join(
-            _cell(r["scores"][t], intervals.get(t)) if t in r["scores"] else "<td>-</td>"
-            for t in tasks
-        )
+
+        def cells(names: Sequence[str], r: Mapping[str, Any] = r, iv: Mapping = intervals) -> str:
+            return "".join(
+                _cell(r["scores"][t], iv.get(t)) if t in r["scores"] else "<td>-</td>"
+                for t in names
+            )
+
         avg = _cell(r["average"], r.get("average_interval"))
-        out.append(f"<tr{cls}><td>{html.escape(r['name'])}</td>{cells}{avg}</tr>")
+        out.append(
+            f"<tr{cls}><td>{html.escape(r['name'])}</td>{cells(tasks)}{avg}{cells(after)}</tr>"
+        )
     out.append("</table>")
     return "\n".join(out)
 
@@ -82,21 +91,22 @@ def write_report(
     *,
     title: str,
     intro: str,
-    tables: Sequence[tuple[str, Sequence[Mapping[str, Any]], Sequence[str]]],
+    tables: Sequence[tuple[Any, ...]],
     images: Sequence[tuple[str, Path]] = (),
     timings: Mapping[str, float] | None = None,
     transcripts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """Write the page; ``tables`` are (heading, rows, tasks), ``images`` (caption, png)."""
+    """Write the page; ``tables`` are (heading, rows, tasks) or (heading, rows, tasks, after)
+    (see :func:`table_html`), ``images`` (caption, png)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
     ]
-    for heading, rows, tasks in tables:
+    for heading, rows, tasks, *after in tables:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(table_html(rows, tasks))
+        parts.append(table_html(rows, tasks, after[0] if after else ()))
     for note in notes:
         parts.append(f"<p class='muted'>{html.escape(note)}</p>")
     if images:
