@@ -142,6 +142,17 @@ class BasisConfig(StrictModel):
         "tsv: the experts' concatenated singular vectors orthogonalised per tensor (Task "
         "Singular Vectors), so different experts' directions no longer overlap.",
     )
+    combine: Literal["sum", "ties"] = Field(
+        default="sum",
+        description="How a genome's per-expert parts form its task vector. sum: added (the "
+        "paper's; linear in the coefficients, so children can share forward passes). ties: "
+        "TIES-merged per tensor (trim to density, elect signs, average agreeing entries), so "
+        "the whole search runs in a space where conflicting skills do not simply add up; an "
+        "expert's own genome is still the expert exactly.",
+    )
+    density: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="combine: ties: share of each part kept"
+    )
     cache_dir: Path | None = None
     device: str = "cpu"
 

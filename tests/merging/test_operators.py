@@ -204,3 +204,52 @@ def test_ties_final_merge_of_one_elite_is_that_elite() -> None:
     assert ties_genome(basis, [elite]) is elite
     with pytest.raises(ValueError, match="density"):
         ties_genome(basis, [elite, elite], density=0.0)
+
+
+def test_ties_combine_merges_a_genomes_expert_parts_as_ties_does() -> None:
+    base, _, taus, basis = setup()
+    experts = [expert_genome(basis, e) for e in range(3)]
+    scales = [1.0, 0.5, 0.7]
+    genome = combine(experts, scales)
+    for name in basis.names:
+        parts = [s * taus[f"x{e}"][name] for e, s in enumerate(scales)]
+        got = task_vector(basis, genome, name, combine="ties", density=0.5)
+        assert close(got, _ties_by_hand(parts, 0.5), 1e-4), name
+        # each expert's own genome is still that expert: one part is never trimmed
+        alone = task_vector(basis, experts[1], name, combine="ties", density=0.5)
+        assert close(alone, taus["x1"][name]), name
+    # a child of two experts: only their parts take part in the election
+    pair = combine([experts[0], experts[2]], [1.0, 1.0])
+    for name in basis.names:
+        parts = [taus["x0"][name], taus["x2"][name]]
+        got = task_vector(basis, pair, name, combine="ties", density=0.5)
+        assert close(got, _ties_by_hand(parts, 0.5), 1e-4), name
+    # the dense delta is added after the merge; the materialiser writes the same weights
+    noisy = gaussian_mutation(genome, basis, torch.Generator().manual_seed(1), std=1e-2)
+    resident = torch.nn.Module()
+    for i, (_, value) in enumerate(sorted(base.items())):
+        resident.register_buffer(f"t{i}", value.clone())
+    names = {name: f"t{i}" for i, name in enumerate(sorted(base))}
+    renamed = DictSource({names[k]: v for k, v in base.items()})
+    from cycleqd.merging.basis import ExpertBasis
+    from cycleqd.merging.materialise import Materialiser
+
+    moved = ExpertBasis(
+        experts=basis.experts,
+        matrices={names[k]: v for k, v in basis.matrices.items()},
+        vectors={names[k]: v for k, v in basis.vectors.items()},
+    )
+    moved_genome = type(noisy)(
+        coeffs={names[k]: v for k, v in noisy.coeffs.items()},
+        dense={names[k]: v for k, v in noisy.dense.items()},
+    )
+    materialiser = Materialiser(
+        moved, renamed, resident, torch.device("cpu"), combine="ties", density=0.5
+    )
+    materialiser.load(moved_genome)
+    for name in basis.names:
+        parts = [s * taus[f"x{e}"][name] for e, s in enumerate(scales)]
+        expected = base[name] + _ties_by_hand(parts, 0.5) + noisy.dense[name]
+        assert close(getattr(resident, names[name]), expected, 1e-4), name
+    with pytest.raises(ValueError, match="combine"):
+        task_vector(basis, genome, basis.names[0], combine="mean")  # type: ignore[arg-type]

@@ -200,3 +200,18 @@ def test_norm_weights_that_differ_force_a_fallback() -> None:
     plan = PopulationForward(basis, mat, torch.float32).plan(genomes)
     assert plan.batched == [] and plan.fallback == [0, 1, 2]
     assert "LayerNorm" in plan.reasons[0]
+
+
+def test_ties_genome_space_is_never_shared(family: dict) -> None:
+    """``basis.combine: ties`` is not linear in the coefficients: every child is materialised,
+    with the reason logged, even where shared passes are forced on."""
+    engine, basis, mat = setup(family)
+    genomes = children(basis, 3, seed=2)
+    mat.combine = "ties"
+    try:
+        evaluator = GroupEvaluator(mat, engine, [], mode="on")
+        plan = evaluator._plan(genomes)
+    finally:
+        mat.combine = "sum"
+    assert plan.batched == [] and plan.fallback == [0, 1, 2]
+    assert set(plan.reasons.values()) == {"basis.combine: ties is not linear in the coefficients"}

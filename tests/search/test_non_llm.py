@@ -87,7 +87,14 @@ def cnn_search(tmp_path: Path, **settings) -> dict:
 
     resident = TinyCNN().eval()
     resident.load_state_dict(base.state_dict())
-    materialiser = Materialiser(basis, DictSource(base.state_dict()), resident, torch.device("cpu"))
+    materialiser = Materialiser(
+        basis,
+        DictSource(base.state_dict()),
+        resident,
+        torch.device("cpu"),
+        combine=settings.get("combine", "sum"),
+        density=settings.get("combine_density", 0.5),
+    )
     tasks = [Accuracy(t) for t in LABELS]
     store = RunStore(tmp_path / "run")
     store.create("cnn: true\n")
@@ -158,3 +165,21 @@ def test_ties_final_merge_of_the_best_elites(tmp_path: Path) -> None:
     genome = Genome.load(tmp_path / "run" / "individuals" / "final.safetensors")
     assert genome.dense and all(float(c.abs().sum()) == 0.0 for c in genome.coeffs.values())
     assert min(final["scores"].values()) > 0.6, final
+
+
+def test_search_in_the_ties_genome_space(tmp_path: Path) -> None:
+    # basis.combine: ties: every child's expert parts are TIES-merged (density 1: sign election
+    # and disjoint mean only, as above); the experts themselves are unchanged, so the search
+    # still starts from them and keeps both skills in its final model (the TIES merge of the
+    # best elites: a softmax merge would halve both parts before they are merged)
+    summary = cnn_search(
+        tmp_path,
+        crossover_kind="per_expert",
+        combine="ties",
+        combine_density=1.0,
+        final_merge="ties",
+        final_density=1.0,
+    )
+    scores = summary["expert_scores"]
+    assert scores["leftright"]["leftright"] > 0.8 and scores["topbottom"]["topbottom"] > 0.8
+    assert min(summary["final"]["scores"].values()) > 0.6, summary["final"]

@@ -185,7 +185,7 @@ class Demo:
                 "final_merge": p.final_merge,
             },
             "engine": self._engine(),
-            "basis": {"kind": p.basis_kind},
+            "basis": {"kind": p.basis_kind, "combine": p.combine},
             "executor": {"children_per_batch": p.children_per_batch, "population": p.population},
         }
         if run_name is None:

@@ -39,6 +39,7 @@ class Preset:
     final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's) or ties
     signed_mutation: bool = False  # ``search.mutation.signed``
     basis_kind: str = "svd"  # ``basis.kind``
+    combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
     w_max: float = 0.1
     # children evaluated together in shared forward passes (``executor.children_per_batch``)
     children_per_batch: int = 1
@@ -48,21 +49,24 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
-    # experts at 0.125 on validation, too weak for any merge to show anything. The search merges
-    # per expert slice in crossover (the paper's average of two single-skill experts halves both
-    # skills), mutates with a signed SVD draw (so interfering directions can also shrink), merges
-    # the archives' best elites with TIES (the softmax merge adds overlapping task vectors at
-    # full strength, where the skills interfered) and keeps the better of that merge and the
-    # best elite on validation (``final_model: best_of``). Children are evaluated one at a time:
-    # on a 2-core CPU shared forward passes were slower (0.62x at K=4, README), and 48 rows
-    # already fill a batch. 48 test samples per task give the table's intervals; validation
-    # stays at 16 per task to keep a search near 15 minutes.
+    # experts at 0.125 on validation, too weak for any merge to show anything. The search runs
+    # in the TIES genome space (``basis.combine: ties``): on the 32-sample validation splits the
+    # three experts' task vectors added at full strength scored 0.250, halved 0.354, with DB at
+    # half 0.323, and TIES-merged 0.427 (benchmarks/interference_probe.py), so children there
+    # start from the best fixed merge instead of a broken sum. Crossover merges per expert slice
+    # (the paper's average of two single-skill experts halves both skills), mutation draws a
+    # signed SVD step (so a direction can also shrink), the archives' best elites are merged
+    # with TIES and the better of that merge and the best elite on validation is kept
+    # (``final_model: best_of``). Children are evaluated one at a time: on a 2-core CPU shared
+    # forward passes were slower (0.62x at K=4, README), and 48 rows already fill a batch.
+    # 48 test samples per task give the table's intervals; 32 validation samples per task
+    # (the previous 16 could not tell 0.354 from 0.427) cost ten generations instead of 12.
     "cpu": Preset(
         name="cpu",
         n_train=192,
-        n_val=16,
+        n_val=32,
         n_test=48,
-        generations=12,
+        generations=10,
         max_new_tokens={"code": 96, "os": 64, "db": 64},
         max_rounds={"os": 3, "db": 3},
         train_epochs=1,
@@ -72,6 +76,7 @@ PRESETS: dict[str, Preset] = {
         final_model="best_of",
         final_merge="ties",
         signed_mutation=True,
+        combine="ties",
     ),
     "full": Preset(
         name="full",
@@ -119,6 +124,7 @@ PAPER_OPERATORS: dict[str, object] = {
     "final_merge": "softmax",
     "final_model": "merge",
     "basis_kind": "svd",
+    "combine": "sum",
 }
 _CONFIG_KEYS = {
     "crossover": "search.crossover.kind",
@@ -126,6 +132,7 @@ _CONFIG_KEYS = {
     "final_merge": "search.final_merge",
     "final_model": "search.final_model",
     "basis_kind": "basis.kind",
+    "combine": "basis.combine",
 }
 
 

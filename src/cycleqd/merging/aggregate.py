@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from cycleqd.merging.basis import ExpertBasis
-from cycleqd.merging.genome import Genome, combine, task_vector
+from cycleqd.merging.genome import Combine, Genome, combine, task_vector
 
 
 def softmax_weights(qualities: list[float], temperature: float = 1.0) -> list[float]:
@@ -32,11 +32,19 @@ def final_genome(elites: list[Genome], qualities: list[float], temperature: floa
     return combine(elites, softmax_weights(qualities, temperature))
 
 
-def ties_genome(basis: ExpertBasis, elites: list[Genome], *, density: float = 0.5) -> Genome:
+def ties_genome(
+    basis: ExpertBasis,
+    elites: list[Genome],
+    *,
+    density: float = 0.5,
+    combine: Combine = "sum",
+    combine_density: float = 0.5,
+) -> Genome:
     """TIES merge of the ``elites``' task vectors (equal weights, mergekit's defaults otherwise).
 
     Pass each distinct elite once: an elite listed twice would cast two votes in the sign
     election. One elite alone is returned as it is (TIES of one vector would only trim it).
+    ``combine``/``combine_density``: how each elite's own task vector is formed (``basis.combine``).
     """
     if not elites:
         raise ValueError("ties_genome needs at least one elite")
@@ -44,24 +52,14 @@ def ties_genome(basis: ExpertBasis, elites: list[Genome], *, density: float = 0.
         raise ValueError(f"TIES density must lie in (0, 1], got {density}")
     if len(elites) == 1:
         return elites[0]
-    from cycleqd.merging.baselines import mergekit_module
+    from cycleqd.merging.ties import ties_combine
 
-    method = mergekit_module("merge_methods.registry").get("ties")
-    group_of = mergekit_module("merge_methods.base").TensorGroup.from_tensors
-    shared = {p.name: p.default for p in method.spec.parameters if p.name in _SHARED}
-    dense: dict[str, torch.Tensor] = {}
-    for name in basis.names:
-        taus = [task_vector(basis, g, name).float().cpu() for g in elites]
-        group = group_of([torch.zeros_like(taus[0]), *taus], base_index=0)
-        ids = [entry.id for entry in group.non_base]
-        dense[name] = method.merge_group(
-            group,
-            weight=dict.fromkeys(ids, 1.0),
-            density=dict.fromkeys(ids, density),
-            **shared,
+    dense = {
+        name: ties_combine(
+            [task_vector(basis, g, name, combine=combine, density=combine_density) for g in elites],
+            density=density,
         )
+        for name in basis.names
+    }
     coeffs = {name: torch.zeros_like(c) for name, c in elites[0].coeffs.items()}
     return Genome(coeffs=coeffs, dense=dense)
-
-
-_SHARED = ("int8_mask", "normalize", "rescale", "lambda")

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.basis import ExpertBasis
+
+Combine = Literal["sum", "ties"]
 
 
 @dataclass
@@ -94,8 +97,38 @@ def combine(genomes: Iterable[Genome], weights: Iterable[float | dict[str, float
     return Genome(coeffs=coeffs, dense=dense)
 
 
-def task_vector(basis: ExpertBasis, genome: Genome, name: str) -> torch.Tensor:
-    """The dense task vector of one tensor (on the basis' device), shaped like the weight."""
+def task_vector(
+    basis: ExpertBasis,
+    genome: Genome,
+    name: str,
+    *,
+    combine: Combine = "sum",
+    density: float = 0.5,
+) -> torch.Tensor:
+    """The dense task vector of one tensor (on the basis' device), shaped like the weight.
+
+    ``combine``: how the genome's per-expert parts (:func:`expert_parts`) become one task vector:
+    ``sum`` (linear in the coefficients: the paper's genome space) or ``ties`` (TIES-merged at
+    ``density``; see ``basis.combine``). The dense delta, if any, is added after either.
+    """
+    if combine == "ties":
+        parts = expert_parts(basis, genome, name)
+        if name in basis.matrices:
+            shape, device = basis.matrices[name].shape, basis.matrices[name].U.device
+        else:
+            shape, device = basis.vectors[name].shape, basis.vectors[name].taus.device
+        from cycleqd.merging.ties import ties_combine
+
+        delta = (
+            ties_combine(parts, density=density).to(device).reshape(shape)
+            if parts
+            else torch.zeros(shape, device=device)
+        )
+        if name in genome.dense:
+            delta = delta + genome.dense[name].to(delta.device, delta.dtype)
+        return delta
+    if combine != "sum":
+        raise ValueError(f"combine must be sum or ties, got {combine!r}")
     if name in basis.matrices:
         m = basis.matrices[name]
         c = genome.coeffs[name].to(m.U.device, m.U.dtype)
@@ -107,3 +140,26 @@ def task_vector(basis: ExpertBasis, genome: Genome, name: str) -> torch.Tensor:
     if name in genome.dense:
         delta = delta + genome.dense[name].to(delta.device, delta.dtype)
     return delta
+
+
+def expert_parts(basis: ExpertBasis, genome: Genome, name: str) -> list[torch.Tensor]:
+    """Each expert's part of the genome's task vector on one tensor (its own basis slice times
+    its coefficients), for the experts whose part is not zero; the dense delta is not included.
+    With ``sum`` these parts are simply added; ``ties`` resolves their conflicts entry by entry.
+    """
+    if name in basis.matrices:
+        m = basis.matrices[name]
+        c = genome.coeffs[name].to(m.U.device, m.U.dtype)
+        parts = []
+        for e in range(len(m.offsets) - 1):
+            lo, hi = m.offsets[e], m.offsets[e + 1]
+            if hi > lo and bool(c[lo:hi].any()):
+                parts.append(((m.U[:, lo:hi] * c[lo:hi]) @ m.Vh[lo:hi]).reshape(m.shape))
+        return parts
+    v = basis.vectors[name]
+    a = genome.coeffs[name].to(v.taus.device, v.taus.dtype)
+    return [
+        (a[e] * v.taus[e]).reshape(v.shape)
+        for e in range(len(a))
+        if float(a[e]) != 0.0 and bool(v.taus[e].any())
+    ]

@@ -12,7 +12,7 @@ from torch import nn
 
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.basis import ExpertBasis
-from cycleqd.merging.genome import Genome, task_vector
+from cycleqd.merging.genome import Combine, Genome, task_vector
 from cycleqd.merging.sources import StateSource
 
 
@@ -37,9 +37,20 @@ class Materialiser:
     """Holds the base weights and the expert bases on the model's device."""
 
     def __init__(
-        self, basis: ExpertBasis, base: StateSource, module: nn.Module, device: torch.device
+        self,
+        basis: ExpertBasis,
+        base: StateSource,
+        module: nn.Module,
+        device: torch.device,
+        *,
+        combine: Combine = "sum",
+        density: float = 0.5,
     ) -> None:
+        """``combine``/``density``: how a genome's per-expert parts form its task vector
+        (``basis.combine``; see :func:`~cycleqd.merging.genome.task_vector`)."""
         self.basis = basis
+        self.combine: Combine = combine
+        self.density = density
         self.module = module
         self.device = device
         self._targets: dict[str, torch.Tensor] = {}
@@ -63,18 +74,23 @@ class Materialiser:
         """The resident model's tensor for every basis tensor name."""
         return self._targets
 
+    def task_vector(self, genome: Genome, name: str) -> torch.Tensor:
+        """``genome``'s task vector of tensor ``name`` under this materialiser's ``combine``."""
+        return task_vector(self.basis, genome, name, combine=self.combine, density=self.density)
+
     @torch.no_grad()
     def load(self, genome: Genome) -> None:
         """Make the resident model compute with ``genome``'s weights."""
         for name in self.basis.names:
             target = self._targets[name]
             if not (
-                name in self.basis.matrices
+                self.combine == "sum"
+                and name in self.basis.matrices
                 and name not in genome.dense
                 and target.dtype == torch.float32
                 and target.is_contiguous()
             ):
-                theta = self._base[name] + task_vector(self.basis, genome, name)
+                theta = self._base[name] + self.task_vector(genome, name)
                 target.data.copy_(theta)
                 continue
             self._load_matrix(name, genome.coeffs[name])
@@ -120,6 +136,6 @@ class Materialiser:
     def weights(self, genome: Genome) -> dict[str, torch.Tensor]:
         """Full float32 weights on the CPU (for export and tests), without touching the model."""
         return {
-            name: (self._base[name] + task_vector(self.basis, genome, name)).cpu()
+            name: (self._base[name] + self.task_vector(genome, name)).cpu()
             for name in self.basis.names
         }

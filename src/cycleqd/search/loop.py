@@ -59,6 +59,8 @@ class SearchSettings:
     final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
     final_merge: str = "softmax"  # or "ties": how the archives' best elites are merged
     final_density: float = 0.5  # TIES: share of each elite's task vector kept
+    combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
+    combine_density: float = 0.5
     bc_ranges: Sequence[tuple[float, float] | str] = ()
     bc_bins: Sequence[int] = ()
     plot_every: int = 50
@@ -374,6 +376,8 @@ class CycleQD:
                 self.basis,
                 [self.store.load_individual(i) for i in distinct],
                 density=self.settings.final_density,
+                combine=self.settings.combine,  # type: ignore[arg-type]
+                combine_density=self.settings.combine_density,
             )
         else:
             genome = final_genome(

@@ -43,6 +43,8 @@ def settings_from_config(config: RunConfig) -> SearchSettings:
         final_model=s.final_model,
         final_merge=s.final_merge,
         final_density=s.final_density,
+        combine=config.basis.combine,
+        combine_density=config.basis.density,
         bc_ranges=[t.bc.range for t in config.tasks],
         bc_bins=[t.bc.bins for t in config.tasks],
         plot_every=s.plot_every,
@@ -100,7 +102,12 @@ class Session:
             population_batch_size=config.engine.population_batch_size,
         )
         self.materialiser = Materialiser(
-            self.basis, self.base, self.engine.module, self.engine.device
+            self.basis,
+            self.base,
+            self.engine.module,
+            self.engine.device,
+            combine=config.basis.combine,
+            density=config.basis.density,
         )
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:

@@ -102,6 +102,9 @@ class GroupEvaluator:
 
     def _plan(self, genomes: Sequence[Genome]) -> PopulationPlan:
         n = len(genomes)
+        if getattr(self.materialiser, "combine", "sum") != "sum":
+            why = "basis.combine: ties is not linear in the coefficients"
+            return PopulationPlan(fallback=list(range(n)), reasons=dict.fromkeys(range(n), why))
         if self.population is None or n < 2:
             why = "alone in its group" if n < 2 else "population forward off or unsupported"
             return PopulationPlan(fallback=list(range(n)), reasons=dict.fromkeys(range(n), why))
