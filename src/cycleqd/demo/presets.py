@@ -2,7 +2,8 @@
 
 The demo's cost is generation, so every knob that multiplies it is here and nowhere else. ``cpu``
 is sized for a 2-core machine (measured there: 24 minutes of expert training on a first run, about
-15 minutes per search, see the README; over the 45-minute goal);
+25 minutes per search, about 4.5 minutes per model's test and language evaluation, see the README;
+over the 45-minute goal);
 ``full`` is for a GPU; ``mini`` is the CI miniature on tiny models (it checks the plumbing, not
 the result).
 """
