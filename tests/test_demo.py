@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cycleqd.demo.pipeline import Demo, DemoSettings
+from cycleqd.demo.pipeline import Demo, DemoSettings, clean_output
 from cycleqd.demo.presets import PRESETS
 from cycleqd.models.tiny import build_char_tokenizer, build_random_model
 
@@ -135,12 +135,20 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     else:
         assert table["real_dev"] == [] and any("notice" in m for m in messages)
     # a second run reuses the trained experts (keyed by base, data and hyperparameters)
+    summary = json.loads((out / "cycleqd" / "summary.json").read_text())
+    clean_output(out)
+    assert not (out / "table.md").exists() and not (out / "data").exists()
     messages.clear()
     again = Demo(settings, say=messages.append)
     data = again.data()
-    again.experts(tiny_base, data)
+    experts = again.experts(tiny_base, data)
     again.all_data(tiny_base, data)
     assert sum("cached" in m for m in messages) == 4
+    # ... and the finished search of the same config, models, data and code
+    _, reused = again.search(tiny_base, experts, data)
+    assert any("cycleqd: reused" in m for m in messages)
+    assert reused["final"] == summary["final"]
+    assert not any("generation" in m for m in messages)
     # ... and an unchanged model's stored test results (same weights, data, code)
     test_files = {skill: data[skill]["test"] for skill in ("code", "os", "db")}
     report = again.evaluate("base", tiny_base, test_files, "test", language=again.language_file())

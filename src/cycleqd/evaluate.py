@@ -87,32 +87,13 @@ def evaluation_key(model_dir: Path, config: EvalConfig) -> str:
     same test splits in every run; with this key a rerun reuses those results instead of
     spending most of its time re-decoding them.
     """
-    import cycleqd
-    from cycleqd.train.cache import _hash_file as hash_file
-    from cycleqd.train.cache import _hash_tree as hash_tree
+    from cycleqd.keys import hash_model, hash_source, hash_task_files
 
     h = hashlib.sha256(b"cycleqd-eval/1\0")
-    model_dir = Path(model_dir)
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        h.update(path.name.encode() + b"\0")
-        hash_file(h, path)
+    hash_model(h, Path(model_dir))
     h.update(config.model_dump_json().encode())
-    for task in config.tasks:
-        for key in sorted(task.params):
-            value = task.params[key]
-            path = Path(value) if isinstance(value, str) else None
-            if path is not None and path.is_file():
-                h.update(f"{task.name}.{key}\0".encode())
-                hash_file(h, path)
-                scripts = path.parent.parent / "scripts" / path.stem  # AgentBench OS layout
-                if scripts.is_dir():
-                    hash_tree(h, scripts, "*")
-            elif path is not None and path.is_dir():
-                h.update(f"{task.name}.{key}/\0".encode())
-                hash_tree(h, path, "*")
-    h.update(cycleqd.__version__.encode())
-    for sub in ("tasks", "models", "sandbox"):
-        hash_tree(h, Path(cycleqd.__file__).parent / sub, "*.py")
+    hash_task_files(h, config.tasks)
+    hash_source(h, ("tasks", "models", "sandbox"))
     return h.hexdigest()
 
 

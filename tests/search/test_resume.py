@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from helpers import base_config
 from safetensors.torch import load_file
 
 from cycleqd.config import load_config
-from cycleqd.search.run import start_run
+from cycleqd.search.run import run_key, start_or_resume_run, start_run
 
 GENERATIONS = 30
 
@@ -98,3 +99,56 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(family: dict, tmp_path:
     ref = load_file(str(reference / "final" / "model.safetensors"))
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)
     assert not list((run / "individuals").glob("*.tmp"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_start_or_resume_run_reuses_resumes_or_starts_by_run_key(
+    family: dict, tmp_path: Path
+) -> None:
+    """Same key and finished: reused without evaluating; same key and cut off: resumed, ending
+    as an uninterrupted run; another seed or another expert file: a new run."""
+    data = base_config(family, tmp_path, generations=6)
+    data["search"]["plot_every"] = 0
+    config = load_config(data=data)
+    heard: list[str] = []
+
+    reference, how = start_or_resume_run(config, tmp_path / "reference", announce=heard.append)
+    assert how == "new" and heard == ["new"]
+    assert (tmp_path / "reference" / "run_key").read_text().strip() == run_key(config)
+
+    events: list[dict] = []
+    again, how = start_or_resume_run(config, tmp_path / "reference", progress=events.append)
+    assert how == "reused" and again == reference
+    assert not [e for e in events if e.get("phase") in ("seeding", "search", "final")]
+
+    def crash_after_two(event: dict) -> None:
+        if event.get("phase") == "search" and event["done"] >= 2:
+            raise _Stop
+
+    run = tmp_path / "cut"
+    with pytest.raises(_Stop):
+        start_or_resume_run(config, run, progress=crash_after_two)
+    assert json.loads((run / "state.json").read_text())["generations_done"] == 2
+    resumed, how = start_or_resume_run(config, run)
+    assert how == "resumed"
+    assert resumed["final"]["scores"] == reference["final"]["scores"]
+    assert archives(run) == archives(tmp_path / "reference")
+
+    other_seed = load_config(data={**data, "seed": 1})
+    assert run_key(other_seed) != run_key(config)
+    _, how = start_or_resume_run(other_seed, run)
+    assert how == "new" and yaml.safe_load((run / "config.yaml").read_text())["seed"] == 1
+
+    # the same config text over a changed expert file is another run
+    (tmp_path / "e1").mkdir()
+    for f in Path(family["experts"]["e1"]).iterdir():
+        (tmp_path / "e1" / f.name).write_bytes(f.read_bytes())
+    moved = {**data, "experts": [data["experts"][0], {"name": "add", "path": str(tmp_path / "e1")}]}
+    key = run_key(load_config(data=moved))
+    weights = next((tmp_path / "e1").glob("*.safetensors"))
+    content = weights.read_bytes()
+    weights.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    assert run_key(load_config(data=moved)) != key

@@ -164,7 +164,7 @@ class Demo:
         demo's. ``run_name`` names the run directory (default: ``cycleqd``, ``cycleqd-seed{s}``).
         """
         from cycleqd.config import load_config
-        from cycleqd.search.run import start_run
+        from cycleqd.search.run import start_or_resume_run
 
         p = preset or self.p
         seed = self.p.seed if seed is None else seed
@@ -202,7 +202,13 @@ class Demo:
             elif event.get("phase") == "seeding":
                 self.say(f"  expert {event['expert']} scored")
 
-        summary = start_run(load_config(data=config), run_dir, force=True, progress=progress)
+        def announce(how: str) -> None:
+            if how != "new":
+                self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
+
+        summary, _ = start_or_resume_run(
+            load_config(data=config), run_dir, progress=progress, announce=announce
+        )
         return run_dir, summary
 
     def evaluate(
@@ -675,18 +681,24 @@ def _markdown(
     return lines
 
 
+_RUN_STARTS = {
+    "reused": "a finished run of the same config, models, data and code",
+    "resumed": "an interrupted run of the same inputs goes on from its last generation",
+}
+
+
 def clean_output(out: Path) -> None:
     """Remove a previous demo's outputs so the table never mixes runs.
 
-    Kept: the evaluation folders (``test``, ``test-ablation``, ``real``). Each results file there
-    records the :func:`~cycleqd.evaluate.evaluation_key` of the weights, tasks, data and code it
-    was scored with; the next run reuses one only when that key is unchanged, so nothing stale
-    reaches the table, and an unchanged baseline is not decoded again.
+    Kept: the evaluation folders (``test``, ``test-ablation``, ``real``) and the searches' run
+    directories. Each results file records the :func:`~cycleqd.evaluate.evaluation_key` of the
+    weights, tasks, data and code it was scored with, and each run directory the
+    :func:`~cycleqd.search.run.run_key` of its config, models, data and code; the next run reuses
+    one only when its key is unchanged (a search that was cut off goes on where it stopped), so
+    nothing stale reaches the table, and unchanged work is not done again.
     """
-    for name in ("data", "baselines", "cycleqd"):
+    for name in ("data", "baselines"):
         shutil.rmtree(out / name, ignore_errors=True)
-    for run in [*out.glob("cycleqd-seed*"), *out.glob("ablation-*")] if out.is_dir() else []:
-        shutil.rmtree(run, ignore_errors=True)
     for name in ("table.md", "table.json", "report.html"):
         (out / name).unlink(missing_ok=True)
 

@@ -6,8 +6,10 @@ itself (``loop.py``) works on any model and any task.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cycleqd.config import RunConfig, dump_config, load_config
 from cycleqd.errors import CycleQDError
@@ -166,14 +168,78 @@ def _session(config: RunConfig, progress: ProgressFn | None) -> Session:
 
 
 def start_run(
-    config: RunConfig, out: Path, *, force: bool = False, progress: ProgressFn | None = None
+    config: RunConfig,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """A new run in ``out``; refuses to touch an existing run directory without ``force``."""
+    """A new run in ``out``; refuses to touch an existing run directory without ``force``.
+
+    ``key`` (:func:`run_key` of ``config``) is stored beside the config, so that
+    :func:`start_or_resume_run` can later tell this run's inputs from another's.
+    """
     store = RunStore(out)
     store.ensure_new(force=force)
     session = _session(config, progress)  # validate everything before touching the directory
     store.create(dump_config(config), force=force)
+    if key is not None:
+        store.write_key(key)
     return _search(session, store, progress)
+
+
+def run_key(config: RunConfig) -> str:
+    """A hex digest of everything that decides a run's outcome: equal keys, equal runs.
+
+    It covers the resolved config (seed included), the base model's and every expert's files,
+    every task's data files and the package's whole source. Why: a run is deterministic given
+    these, so a run directory holding the same key holds this run, finished or interrupted.
+    """
+    from cycleqd.keys import hash_model, hash_source, hash_task_files
+
+    h = hashlib.sha256(b"cycleqd-run/1\0")
+    h.update(dump_config(config).encode())
+    for model in (config.base_model, *(e.path for e in config.experts)):
+        hash_model(h, model)
+    hash_task_files(h, config.tasks)
+    hash_source(h)
+    return h.hexdigest()
+
+
+RunStart = Literal["new", "resumed", "reused"]
+
+
+def start_or_resume_run(
+    config: RunConfig,
+    out: Path,
+    *,
+    progress: ProgressFn | None = None,
+    announce: Callable[[RunStart], None] | None = None,
+) -> tuple[dict[str, Any], RunStart]:
+    """Continue the run in ``out`` if it has ``config``'s :func:`run_key`, else start afresh.
+
+    Returns the summary and how it was obtained: ``reused`` (that run had finished: nothing is
+    evaluated again), ``resumed`` (it was interrupted: it goes on from its last committed
+    generation) or ``new`` (no run, another key, or an unreadable state: the directory is
+    replaced); ``announce`` hears which before any work starts. Why: the demo's searches take
+    most of its time; a rerun, or a run restarted after a kill, should not redo them.
+    """
+    key = run_key(config)
+    store = RunStore(out)
+    if store.read_key() == key and store.config_path.is_file():
+        try:
+            state = store.load_state()
+        except CycleQDError:
+            state = None  # corrupted: start over below
+        if state is not None:
+            how: RunStart = "reused" if state.get("phase") == "done" else "resumed"
+            if announce is not None:
+                announce(how)
+            return resume_run(out, progress=progress), how
+    if announce is not None:
+        announce("new")
+    return start_run(config, out, force=True, progress=progress, key=key), "new"
 
 
 def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:

@@ -77,6 +77,17 @@ class RunStore:
     def final_dir(self) -> Path:
         return self.root / "final"
 
+    @property
+    def key_path(self) -> Path:
+        return self.root / "run_key"
+
+    def read_key(self) -> str | None:
+        """The run key written when the run started (``search.run.run_key``), if any."""
+        return self.key_path.read_text().strip() if self.key_path.is_file() else None
+
+    def write_key(self, key: str) -> None:
+        atomic_write_text(self.key_path, key + "\n")
+
     def ensure_new(self, *, force: bool = False) -> None:
         """Refuse to start over an existing non-empty directory unless ``force``."""
         if self.root.exists() and any(self.root.iterdir()) and not force:

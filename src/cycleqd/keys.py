@@ -1,0 +1,66 @@
+"""Content keys: digests of everything that decides a result, so unchanged work is reused.
+
+Why: on a 2-core CPU the demo's stages take minutes to an hour each, and a rerun with the same
+weights, data, settings and code gives the same result (every random choice flows from the seed,
+and decoding is greedy). A stored result whose key equals the key of the work about to start is
+that work's result; a changed byte anywhere in the inputs or the code changes the key.
+
+The file hashing is the expert cache's own (``train/cache.py``), so that module, whose source is
+part of every cached expert's key, stays unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cycleqd
+from cycleqd.train.cache import _hash_file as hash_file
+from cycleqd.train.cache import _hash_tree as hash_tree
+
+PACKAGE = Path(cycleqd.__file__).parent
+
+
+class _Task(Protocol):
+    name: str
+    params: dict[str, Any]
+
+
+def hash_model(h: Any, model: Path) -> None:
+    """A model directory's top-level files (name and content), or a single model file."""
+    model = Path(model)
+    if model.is_file():
+        h.update(model.name.encode() + b"\0")
+        hash_file(h, model)
+        return
+    for path in sorted(p for p in model.iterdir() if p.is_file()):
+        h.update(path.name.encode() + b"\0")
+        hash_file(h, path)
+
+
+def hash_task_files(h: Any, tasks: Iterable[_Task]) -> None:
+    """The content of every file or folder a task parameter names (data, AgentBench scripts)."""
+    for task in tasks:
+        for key in sorted(task.params):
+            value = task.params[key]
+            path = Path(value) if isinstance(value, str) else None
+            if path is not None and path.is_file():
+                h.update(f"{task.name}.{key}\0".encode())
+                hash_file(h, path)
+                scripts = path.parent.parent / "scripts" / path.stem  # AgentBench OS layout
+                if scripts.is_dir():
+                    hash_tree(h, scripts, "*")
+            elif path is not None and path.is_dir():
+                h.update(f"{task.name}.{key}/\0".encode())
+                hash_tree(h, path, "*")
+
+
+def hash_source(h: Any, subpackages: Sequence[str] | None = None) -> None:
+    """The package version and the source of ``subpackages`` (all of the package if None)."""
+    h.update(cycleqd.__version__.encode())
+    if subpackages is None:
+        hash_tree(h, PACKAGE, "*.py")
+        return
+    for sub in subpackages:
+        hash_tree(h, PACKAGE / sub, "*.py")
