@@ -86,7 +86,7 @@ def main() -> None:
                 engine = config.engine.model_copy(update={"dtype": dtype, "batch_size": batch})
                 session = Session(config.model_copy(update={"engine": engine}))
                 names = [e for e in session.basis.experts]
-                genome = expert_genome(session.basis, names.index(f"expert-{args.expert}"))
+                genome = expert_genome(session.basis, names.index(args.expert))
                 evaluator = GroupEvaluator(
                     session.materialiser, session.engine, session.tasks, mode="off"
                 )
