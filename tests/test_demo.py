@@ -144,6 +144,20 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     experts = again.experts(tiny_base, data)
     again.all_data(tiny_base, data)
     assert sum("cached" in m for m in messages) == 4
+    # ... and the merge baselines of the same experts, parameters and code
+    ties_weights = (out / "baselines" / "ties" / "model.safetensors").stat().st_mtime_ns
+    merged = again.merges(tiny_base, experts)
+    assert sum("reused (same experts" in m for m in messages) == len(PRESETS["mini"].merges)
+    assert (merged["ties"] / "model.safetensors").stat().st_mtime_ns == ties_weights
+    (out / "baselines" / "linear.key").write_text("stale\n")
+    messages.clear()
+    again.merges(tiny_base, experts)
+    assert [m for m in messages if "reused" in m] == [
+        f"  {m}: reused (same experts, parameters and code)"
+        for m in PRESETS["mini"].merges
+        if m != "linear"
+    ]
+    messages.clear()
     # ... and the finished search of the same config, models, data and code
     _, reused = again.search(tiny_base, experts, data)
     assert any("cycleqd: reused" in m for m in messages)

@@ -64,3 +64,37 @@ def hash_source(h: Any, subpackages: Sequence[str] | None = None) -> None:
         return
     for sub in subpackages:
         hash_tree(h, PACKAGE / sub, "*.py")
+
+
+def models_digest(models: Sequence[Path]) -> str:
+    """One digest of several model directories' files (content, in the given order)."""
+    import hashlib
+
+    h = hashlib.sha256(b"cycleqd-models/1\0")
+    for model in models:
+        h.update(b"model\0")
+        hash_model(h, Path(model))
+    return h.hexdigest()
+
+
+def merge_key(method: str, params: dict[str, Any], models: str) -> str:
+    """A hex digest of everything that decides a mergekit merge's output.
+
+    ``models`` is :func:`models_digest` of the base and the experts (hashed once for all of a
+    run's merges). Also covered: the method and its parameters, mergekit's version and the
+    source of cycleqd's merging layer. Why: the demo merges the same experts the same way in
+    every run (two minutes on the CPU preset); an unchanged key means the merge already on disk
+    is the one this run would write.
+    """
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256(b"cycleqd-merge/1\0")
+    h.update(json.dumps([method, params, models], sort_keys=True, default=str).encode() + b"\0")
+    try:
+        h.update(version("mergekit").encode() + b"\0")
+    except PackageNotFoundError:
+        h.update(b"no-mergekit\0")
+    hash_source(h, ("merging",))
+    return h.hexdigest()

@@ -132,9 +132,15 @@ class Demo:
         )
 
     def merges(self, base: Path, experts: dict[str, Path]) -> dict[str, Path]:
+        """The merge baselines, each reused when its :func:`~cycleqd.keys.merge_key` (method,
+        parameters, base and expert files, mergekit and merging code) is the one stored beside
+        it in ``baselines/<method>.key``."""
+        from cycleqd.keys import merge_key, models_digest
         from cycleqd.merging.baselines import merge
+        from cycleqd.search.store import atomic_write_text
 
         out: dict[str, Path] = {}
+        models = models_digest([base, *experts.values()])
         for method in self.p.merges:
             target = self.out / "baselines" / method
             params: dict[str, Any] = {}
@@ -144,7 +150,14 @@ class Demo:
                 params["seed"] = self.p.seed
             if method == "task_arithmetic":
                 params = {"weight": 1.0 / len(experts)}
-            merge(method, base, list(experts.values()), target, params, overwrite=True)
+            key, key_file = merge_key(method, params, models), target.parent / f"{method}.key"
+            stored = key_file.read_text().strip() if key_file.is_file() else None
+            if stored == key and (target / "config.json").is_file():
+                self.say(f"  {method}: reused (same experts, parameters and code)")
+            else:
+                key_file.unlink(missing_ok=True)
+                merge(method, base, list(experts.values()), target, params, overwrite=True)
+                atomic_write_text(key_file, key + "\n")
             out[method] = target
         return out
 
@@ -690,15 +703,15 @@ _RUN_STARTS = {
 def clean_output(out: Path) -> None:
     """Remove a previous demo's outputs so the table never mixes runs.
 
-    Kept: the evaluation folders (``test``, ``test-ablation``, ``real``) and the searches' run
-    directories. Each results file records the :func:`~cycleqd.evaluate.evaluation_key` of the
-    weights, tasks, data and code it was scored with, and each run directory the
-    :func:`~cycleqd.search.run.run_key` of its config, models, data and code; the next run reuses
-    one only when its key is unchanged (a search that was cut off goes on where it stopped), so
-    nothing stale reaches the table, and unchanged work is not done again.
+    Kept: the evaluation folders (``test``, ``test-ablation``, ``real``), the searches' run
+    directories and the merge baselines. Each results file records the
+    :func:`~cycleqd.evaluate.evaluation_key` of the weights, tasks, data and code it was scored
+    with, each run directory the :func:`~cycleqd.search.run.run_key` of its config, models, data
+    and code, and each baseline its :func:`~cycleqd.keys.merge_key`; the next run reuses one only
+    when its key is unchanged (a search that was cut off goes on where it stopped), so nothing
+    stale reaches the table, and unchanged work is not done again.
     """
-    for name in ("data", "baselines"):
-        shutil.rmtree(out / name, ignore_errors=True)
+    shutil.rmtree(out / "data", ignore_errors=True)
     for name in ("table.md", "table.json", "report.html"):
         (out / name).unlink(missing_ok=True)
 
