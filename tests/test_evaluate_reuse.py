@@ -47,11 +47,16 @@ def test_a_second_evaluation_reuses_stored_results_and_any_change_reevaluates(
     assert "reused" not in evaluate_model(family["base"], config, out, reuse=True)
 
 
-def test_the_key_follows_model_content_not_its_path(tmp_path: Path, family: dict) -> None:
+def test_the_key_follows_model_content_not_its_path_or_card(tmp_path: Path, family: dict) -> None:
     data = _data(tmp_path / "mc.jsonl", ROWS)
     config = load_eval_config(None, [f"multiple_choice:{data}"])
     copy = tmp_path / "copy"
     shutil.copytree(family["base"], copy)
     assert evaluation_key(copy, config) == evaluation_key(family["base"], config)
+    # a model card cannot change an output (mergekit reorders its card between processes)
+    (copy / "README.md").write_text("# another card\n")
+    assert evaluation_key(copy, config) == evaluation_key(family["base"], config)
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    assert evaluation_key(copy, config) != evaluation_key(family["base"], config)
     limited = load_eval_config(None, [f"multiple_choice:{data}"], limit=1)
     assert evaluation_key(copy, limited) != evaluation_key(copy, config)

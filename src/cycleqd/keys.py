@@ -28,13 +28,18 @@ class _Task(Protocol):
 
 
 def hash_model(h: Any, model: Path) -> None:
-    """A model directory's top-level files (name and content), or a single model file."""
+    """A model directory's top-level files (name and content), or a single model file.
+
+    Markdown files (the model card) are left out: they cannot change a single output, and
+    mergekit writes its card's list of source models in a different order from one process to
+    the next, so hashing it made every re-merged baseline look like a new model.
+    """
     model = Path(model)
     if model.is_file():
         h.update(model.name.encode() + b"\0")
         hash_file(h, model)
         return
-    for path in sorted(p for p in model.iterdir() if p.is_file()):
+    for path in sorted(p for p in model.iterdir() if p.is_file() and p.suffix != ".md"):
         h.update(path.name.encode() + b"\0")
         hash_file(h, path)
 
