@@ -11,6 +11,8 @@ part of every cached expert's key, stays unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,8 +75,6 @@ def hash_source(h: Any, subpackages: Sequence[str] | None = None) -> None:
 
 def models_digest(models: Sequence[Path]) -> str:
     """One digest of several model directories' files (content, in the given order)."""
-    import hashlib
-
     h = hashlib.sha256(b"cycleqd-models/1\0")
     for model in models:
         h.update(b"model\0")
@@ -91,8 +91,6 @@ def merge_key(method: str, params: dict[str, Any], models: str) -> str:
     every run (two minutes on the CPU preset); an unchanged key means the merge already on disk
     is the one this run would write.
     """
-    import hashlib
-    import json
     from importlib.metadata import PackageNotFoundError, version
 
     h = hashlib.sha256(b"cycleqd-merge/1\0")
