@@ -176,7 +176,7 @@ def merge(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
         build = Path(tmp) / "merged"
         try:
-            with _preserved_rng(), _without_torch_dtype_notice():
+            with _preserved_rng(), _one_thread(seed is not None), _without_torch_dtype_notice():
                 mergekit_module("merge").run_merge(config, str(build), options=options)
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc
@@ -205,6 +205,26 @@ def _preserved_rng() -> Iterator[None]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+@contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """Run a seeded (random) merge on one CPU thread, then restore the thread count.
+
+    Why: torch draws a CPU ``bernoulli`` mask in per-thread chunks, so mergekit's DARE masks for
+    one seed differed between a 1-thread and a 2-thread process (measured: another DARE-TIES
+    model, and test scores that moved by several samples). One thread makes the seed alone decide
+    the merge, on any machine.
+    """
+    if not active:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _check_models(models: Sequence[Path]) -> None:
