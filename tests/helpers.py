@@ -25,16 +25,24 @@ def perturbed_copy(model: torch.nn.Module, seed: int, *, rank: int | None, scale
     return state
 
 
-def write_model_family(root: Path, arch: str = "llama", *, n_experts: int = 3) -> dict:
+def write_model_family(
+    root: Path,
+    arch: str = "llama",
+    *,
+    n_experts: int = 3,
+    hidden: int = 32,
+    intermediate: int = 64,
+) -> dict:
     """A base model directory and ``n_experts`` expert directories sharing its tokenizer."""
     tok = build_char_tokenizer()
-    base = build_random_model(arch, tok, seed=0, hidden=32, intermediate=64, layers=2)
+    size = {"hidden": hidden, "intermediate": intermediate, "layers": 2}
+    base = build_random_model(arch, tok, seed=0, **size)
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     experts = {}
     for i in range(n_experts):
         name = f"e{i}"
-        model = build_random_model(arch, tok, seed=0, hidden=32, intermediate=64, layers=2)
+        model = build_random_model(arch, tok, seed=0, **size)
         model.load_state_dict(perturbed_copy(base, i + 1, rank=4 if i % 2 else None, scale=0.05))
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import perturbed_copy
+from helpers import perturbed_copy, write_model_family
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cycleqd.errors import CycleQDError
@@ -117,33 +117,16 @@ def test_dare_is_reproducible_with_a_seed(family: dict, tmp_path: Path) -> None:
 
 def test_dare_masks_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
     """torch draws CPU bernoulli masks per thread chunk; a seeded merge must not care."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-    )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(tmp_path / "base")
-    experts = []
-    for i in range(2):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.01)
-        model.save_pretrained(tmp_path / f"e{i}")
-        experts.append(tmp_path / f"e{i}")
+    # tensors large enough (256 x 512) for torch to split the mask across threads
+    family = write_model_family(tmp_path, n_experts=2, hidden=256, intermediate=512)
+    base, experts = family["base"], list(family["experts"].values())
     params = {"density": 0.5, "weight": 1.0, "seed": 3}
     threads = torch.get_num_threads()
     merged = {}
     try:
         for n in (1, 4):
             torch.set_num_threads(n)
-            out = merge("dare_ties", tmp_path / "base", experts, tmp_path / f"t{n}", params)
+            out = merge("dare_ties", base, experts, tmp_path / f"t{n}", params)
             merged[n] = _state(out)
             assert torch.get_num_threads() == n
     finally:
