@@ -7,6 +7,7 @@ fallback children (a dense delta) mixed into the same group.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from cycleqd.merging.population import PopulationForward
 from cycleqd.merging.sources import DictSource, SafetensorsSource
 from cycleqd.models.engine import HFEngine
 from cycleqd.search.executors.serial import GroupEvaluator
+from cycleqd.tasks.multiple_choice import MultipleChoiceParams, MultipleChoiceTask
 from cycleqd.tasks.simple import ExactMatchParams, ExactMatchTask, LikelihoodTask, _Params
 
 
@@ -128,6 +130,36 @@ def test_generation_and_scores_agree_with_one_child_at_a_time(family: dict, tmp_
         assert [r["output"] for r in g["em"].records] == [r["output"] for r in w["em"].records]
         assert g["em"].quality == w["em"].quality
         assert g["ll"].quality == pytest.approx(w["ll"].quality, rel=1e-5)
+
+
+def test_multiple_choice_scores_agree_with_one_child_at_a_time(
+    family: dict, tmp_path: Path
+) -> None:
+    """Log-likelihoods of a population in shared passes (each question's context once per
+    child, its choices against that child's cache) equal those of materialised children."""
+    engine, basis, mat = setup(family)
+    genomes = children(basis, 4, seed=6)
+    data = tmp_path / "mc.jsonl"
+    questions = [
+        {
+            "context": f"the task is to copy: {w}=",
+            "choices": [w, w[::-1], "zz", "a b c"],
+            "answer": 0,
+        }
+        for w in ("ab", "cde", "fgh")
+    ]
+    data.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    tasks = [MultipleChoiceTask("mc", MultipleChoiceParams(data=data))]
+    batched = GroupEvaluator(mat, engine, tasks, mode="on")
+    got = batched.evaluate(genomes)
+    assert batched.last_paths == ["batched(4)"] * 4
+    want = GroupEvaluator(mat, engine, tasks, mode="off").evaluate(genomes)
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g["mc"].records, w["mc"].records, strict=True):
+            assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-4)
+        assert g["mc"].quality == w["mc"].quality
+    # the children differ, so a mix-up of rows between children would show
+    assert len({tuple(g["mc"].records[0]["loglikelihoods"]) for g in got}) == 4
 
 
 def test_cost_model_is_measured_and_cached(family: dict) -> None:

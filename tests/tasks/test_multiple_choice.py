@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,10 +17,10 @@ from cycleqd.evaluate import evaluate_model, load_eval_config
 from cycleqd.models.engine import HFEngine
 from cycleqd.tasks import build_task, task_types
 from cycleqd.tasks.multiple_choice import (
-    _loglikelihoods_on_model,
     choice_loglikelihoods,
     detect_format,
     load_questions,
+    loglikelihoods_on_model,
     score_choices,
     summarise,
 )
@@ -87,7 +88,7 @@ def test_loglikelihoods_match_a_plain_forward_per_pair(engine: HFEngine) -> None
     want = [_reference(engine, c, x) for c, x in PAIRS]
     assert got == pytest.approx(want, abs=1e-4)
     # the plain path (no shared context) agrees too, whatever the batch size
-    plain = _loglikelihoods_on_model(
+    plain = loglikelihoods_on_model(
         engine.model,
         engine.tokenizer,
         engine.device,
@@ -114,7 +115,7 @@ class _LoglikelihoodEngine(HFEngine):
         self, contexts: list[str], continuations: list[str], groups: list[int] | None = None
     ) -> list[tuple[float, bool]]:
         self.calls += 1
-        values = _loglikelihoods_on_model(
+        values = loglikelihoods_on_model(
             self.model, self.tokenizer, self.device, 1, contexts, continuations
         )
         return [(v - 1.0, False) for v in values]
@@ -134,11 +135,13 @@ class _RowGroups:
         return contextlib.nullcontext()
 
 
-def test_a_population_engine_without_loglikelihood_is_refused(family: dict) -> None:
-    eng = HFEngine(family["base"], device="cpu", batch_size=3)
-    eng.row_groups = _RowGroups()
+def test_a_population_engine_without_loglikelihood_is_refused(engine: HFEngine) -> None:
+    """An engine that only exposes a model cannot tell rows of different children apart."""
+    bare = SimpleNamespace(
+        model=engine.model, tokenizer=engine.tokenizer, device="cpu", row_groups=_RowGroups()
+    )
     with pytest.raises(CycleQDError, match="children_per_batch"):
-        choice_loglikelihoods(eng, ["a"], [" b"])
+        choice_loglikelihoods(bare, ["a"], [" b"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -375,6 +378,25 @@ def test_limit_samples_across_the_file_with_a_seed(tmp_path: Path) -> None:
     assert sample != first and len(sample) == 5
     ids = [int(q.context[1:]) for q in sample]
     assert ids == sorted(ids)  # file order kept
+
+
+def test_exclude_leaves_out_another_sample_of_the_same_file(tmp_path: Path) -> None:
+    rows = [{"context": f"c{i}", "choices": ["a", "b"], "answer": 0} for i in range(50)]
+    path = _write_jsonl(tmp_path / "g.jsonl", rows)
+    test = {q.context for q in load_questions(path, limit=20, seed=0)}
+    search = load_questions(path, limit=10, seed=1, exclude=(20, 0))
+    assert len(search) == 10 and not test & {q.context for q in search}
+    rest = load_questions(path, exclude=(20, 0))
+    assert {q.context for q in rest} == {f"c{i}" for i in range(50)} - test
+    task = build_task(
+        "lang",
+        "multiple_choice",
+        {"data": str(path), "limit": 10, "seed": 1, "exclude": {"limit": 20, "seed": 0}},
+        "constraints.0",
+    )
+    assert [q.context for q in task.questions] == [q.context for q in search]
+    with pytest.raises(CycleQDError, match="no questions left"):
+        load_questions(path, exclude=(50, 0))
 
 
 # ------------------------------------------------------------------------------------------

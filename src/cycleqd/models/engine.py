@@ -391,6 +391,41 @@ class HFEngine:
                 scores[i] = float(lp.mean().exp())
         return scores
 
+    def loglikelihood(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        groups: Sequence[int] | None = None,
+    ) -> list[float]:
+        """Summed ``log p(continuation | context)`` per pair, in lm-eval's convention.
+
+        The multiple-choice task asks this (see :mod:`cycleqd.tasks.multiple_choice`), so that
+        ``groups`` (as in :meth:`generate`) can put the pairs of a whole population of children
+        into shared forward passes, each row with its own child's delta.
+        """
+        from cycleqd.tasks.multiple_choice import loglikelihoods_on_model
+
+        self._check_groups(contexts, groups)
+        size = self.batch_size
+        rows_of = None
+        if groups is not None:
+            size = self.population_batch_size or self.batch_size * len(set(groups))
+
+            def rows_of(batch: list[int]) -> ContextManager[None]:
+                return self._rows(self._row_tensor(groups, batch))
+
+        return loglikelihoods_on_model(
+            self.model,
+            self.tokenizer,
+            self.device,
+            size,
+            contexts,
+            continuations,
+            groups=groups,
+            rows_of=rows_of,
+        )
+
     def save(self, out_dir: Path) -> None:
         """Write the resident model as a standard HF directory, atomically.
 

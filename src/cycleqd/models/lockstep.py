@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_MERGED = ("generate", "target_likelihood")
+_MERGED = ("generate", "target_likelihood", "loglikelihood")
 
 
 @dataclass
@@ -45,7 +45,8 @@ class LockstepEngine:
     """Merges the engine calls of ``n`` concurrent single-model evaluations.
 
     Args:
-        engine: the resident engine; its ``generate`` and ``target_likelihood`` take ``groups``.
+        engine: the resident engine; its ``generate``, ``target_likelihood`` and
+            ``loglikelihood`` take ``groups``.
         n: how many views (children) take part.
     """
 
@@ -113,7 +114,7 @@ class LockstepEngine:
 
 
 class _EngineView:
-    """What one child's task sees: the engine, with merged ``generate``/``target_likelihood``."""
+    """What one child's task sees: the engine, its scoring and generating calls merged."""
 
     def __init__(self, hub: LockstepEngine, group: int) -> None:
         self._hub = hub
@@ -130,6 +131,14 @@ class _EngineView:
         if not prompts:
             return []
         req = _Request("target_likelihood", (list(prompts), list(targets)), kwargs)
+        return self._hub.request(self._group, req)
+
+    def loglikelihood(
+        self, contexts: Sequence[str], continuations: Sequence[str], **kwargs: Any
+    ) -> list[float]:
+        if not contexts:
+            return []
+        req = _Request("loglikelihood", (list(contexts), list(continuations)), kwargs)
         return self._hub.request(self._group, req)
 
     def __getattr__(self, name: str) -> Any:

@@ -28,12 +28,14 @@ Hugging Face ``cais/mmlu`` layout, which ``cycleqd data fetch mmlu`` writes), pl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import io
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +56,7 @@ __all__ = [
     "detect_format",
     "encode_pair",
     "load_questions",
+    "loglikelihoods_on_model",
     "score_choices",
     "summarise",
 ]
@@ -164,7 +167,7 @@ def choice_loglikelihoods(
             "multiple_choice: this engine scores one model at a time; evaluate children one by "
             "one (executor.children_per_batch: 1 or executor.population: off)"
         )
-    return _loglikelihoods_on_model(
+    return loglikelihoods_on_model(
         engine.model,
         engine.tokenizer,
         torch.device(engine.device),
@@ -257,7 +260,7 @@ def _common_prefix(seqs: Sequence[list[int]]) -> int:
 
 
 @torch.no_grad()
-def _loglikelihoods_on_model(
+def loglikelihoods_on_model(
     model: Any,
     tokenizer: Any,
     device: torch.device,
@@ -266,8 +269,15 @@ def _loglikelihoods_on_model(
     continuations: Sequence[str],
     *,
     share: bool = True,
+    groups: Sequence[int] | None = None,
+    rows_of: Callable[[list[int]], AbstractContextManager[None]] | None = None,
 ) -> list[float]:
     """Batched summed log-likelihoods on a transformers causal LM.
+
+    ``groups`` (one per pair) and ``rows_of`` serve a population of children on one resident
+    model (see :mod:`cycleqd.merging.population`): pairs of different groups never share a
+    prefix, and every forward pass runs inside ``rows_of(pair indices of its rows)``, which
+    tells the population's hooks whose delta each row gets.
 
     The choices of one question share its context, which is most of every row (an MMLU
     question is hundreds of tokens, its choices a few). So, where the model takes a cache and
@@ -297,10 +307,11 @@ def _loglikelihoods_on_model(
     forward = inspect.signature(type(model).forward).parameters
     keep_logits = "logits_to_keep" in forward
     cache_arg = next((a for a in ("cache", "past_key_values") if a in forward), None)
-    by_context: dict[str, list[int]] = {}
+    by_context: dict[tuple[int, str], list[int]] = {}
     for i, context in enumerate(contexts):
         if rows[i].cont:  # an empty continuation scores 0
-            by_context.setdefault(context, []).append(i)
+            owner = int(groups[i]) if groups is not None else 0
+            by_context.setdefault((owner, context), []).append(i)
     shared: list[tuple[int, list[int]]] = []  # (shared prefix length, rows)
     plain: list[int] = []
     for members in by_context.values():
@@ -312,7 +323,8 @@ def _loglikelihoods_on_model(
             shared.append((q, members))
         else:
             plain.extend(members)
-    run = _Runner(model, device, int(pad), keep_logits, cache_arg, rows, out)
+    enter = rows_of or (lambda _rows: contextlib.nullcontext())
+    run = _Runner(model, device, int(pad), keep_logits, cache_arg, rows, out, enter)
     plain.sort(key=lambda i: -len(rows[i].inp))
     for at in range(0, len(plain), batch_size):
         run.plain(plain[at : at + batch_size])
@@ -330,7 +342,7 @@ def _loglikelihoods_on_model(
 
 @dataclass
 class _Runner:
-    """The forward passes of :func:`_loglikelihoods_on_model`; results land in ``out``."""
+    """The forward passes of :func:`loglikelihoods_on_model`; results land in ``out``."""
 
     model: Any
     device: torch.device
@@ -339,6 +351,7 @@ class _Runner:
     cache_arg: str | None
     rows: list[_Row]
     out: list[float]
+    enter: Callable[[list[int]], AbstractContextManager[None]]
 
     def _padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -366,9 +379,10 @@ class _Runner:
         ids, mask = self._padded([self.rows[i].inp for i in batch])
         width = ids.shape[1]
         first = min(self.rows[i].first for i in batch)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, use_cache=False, **self._keep(width, first)
-        ).logits
+        with self.enter(batch):
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, use_cache=False, **self._keep(width, first)
+            ).logits
         offset = width - logits.shape[1]  # sequence position of logits[:, 0]
         self._collect(logits, batch, [self.rows[i].first - offset for i in batch])
 
@@ -382,7 +396,8 @@ class _Runner:
         prefixes = [self.rows[members[0]].inp[:q] for q, members in groups]
         ids, mask = self._padded(prefixes)
         extra = {"logits_to_keep": 1} if self.keep_logits else {}
-        result = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
+        with self.enter([members[0] for _, members in groups]):
+            result = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **extra)
         cache = result["cache"] if "cache" in result else result["past_key_values"]
         batch = [i for _, members in groups for i in members]
         owner = [g for g, (_, members) in enumerate(groups) for _ in members]
@@ -396,13 +411,14 @@ class _Runner:
             width, device=self.device
         )
         first = min(self.rows[i].first - q for i, q in zip(batch, lengths, strict=True))
-        logits = self.model(
-            input_ids=sids,
-            attention_mask=torch.cat([mask[owner], smask], dim=1),
-            position_ids=positions,
-            **{self.cache_arg: cache},
-            **self._keep(width, first),
-        ).logits
+        with self.enter(batch):
+            logits = self.model(
+                input_ids=sids,
+                attention_mask=torch.cat([mask[owner], smask], dim=1),
+                position_ids=positions,
+                **{self.cache_arg: cache},
+                **self._keep(width, first),
+            ).logits
         offset = width - logits.shape[1]
         starts = [self.rows[i].first - q - offset for i, q in zip(batch, lengths, strict=True)]
         self._collect(logits, batch, starts)
@@ -703,12 +719,15 @@ def load_questions(
     mmlu_style: MmluStyle = "cloze",
     limit: int | None = None,
     seed: int | None = 0,
+    exclude: tuple[int, int | None] | None = None,
 ) -> list[Question]:
     """Read a benchmark file; errors name the file and line of the first malformed record.
 
     ``limit`` keeps that many questions: a seeded random sample in file order (benchmark files
     are often sorted by subject, so the first N would test one subject), or the first N when
-    ``seed`` is None. The whole file is checked either way.
+    ``seed`` is None. The whole file is checked either way. ``exclude`` (a ``(limit, seed)``
+    pair) first removes the questions that sample would hold: how a search's questions are
+    kept apart from the test questions of the same file.
     """
     path = Path(path)
     if fmt == "auto":
@@ -718,17 +737,35 @@ def load_questions(
     questions = list(_questions(path, fmt, mmlu_style))
     if not questions:
         raise CycleQDError(f"{path}: no questions")
-    if limit is not None and limit < len(questions):
-        if seed is None:
-            return questions[:limit]
-        keep = sorted(random.Random(seed).sample(range(len(questions)), limit))
-        return [questions[i] for i in keep]
-    return questions
+    if exclude is not None:
+        held = set(_sample(len(questions), *exclude))
+        questions = [q for i, q in enumerate(questions) if i not in held]
+        if not questions:
+            raise CycleQDError(f"{path}: no questions left after excluding {len(held)}")
+    return [questions[i] for i in _sample(len(questions), limit, seed)]
+
+
+def _sample(n: int, limit: int | None, seed: int | None) -> list[int]:
+    """Indices of a seeded sample of ``limit`` of ``n`` items in their order (see above)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if seed is None:
+        return list(range(limit))
+    return sorted(random.Random(seed).sample(range(n), limit))
 
 
 # --------------------------------------------------------------------------------------------
 # The task
 # --------------------------------------------------------------------------------------------
+
+
+class QuestionSample(BaseModel):
+    """A seeded sample of a file's questions, as ``limit`` and ``seed`` draw it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(ge=1)
+    seed: int | None = 0
 
 
 class MultipleChoiceParams(BaseModel):
@@ -747,6 +784,11 @@ class MultipleChoiceParams(BaseModel):
     )
     mmlu_style: MmluStyle = "cloze"
     target_delimiter: str = Field(default=" ", description="text between context and choice")
+    exclude: QuestionSample | None = Field(
+        default=None,
+        description="leave out first the questions of this seeded sample of the same file "
+        "(e.g. the demo's test questions), so a search never selects on them",
+    )
 
 
 class MultipleChoiceTask:
@@ -761,6 +803,7 @@ class MultipleChoiceTask:
             mmlu_style=params.mmlu_style,
             limit=params.limit,
             seed=params.seed,
+            exclude=(params.exclude.limit, params.exclude.seed) if params.exclude else None,
         )
 
     def evaluate(self, engine: Any) -> TaskResult:
