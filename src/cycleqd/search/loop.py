@@ -28,7 +28,7 @@ from cycleqd.errors import CycleQDError
 from cycleqd.merging.aggregate import final_genome, softmax_weights, ties_genome
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.crossover import crossover
-from cycleqd.merging.genome import Genome, expert_genome
+from cycleqd.merging.genome import Genome, base_genome, expert_genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
 from cycleqd.search.archive import TaskArchive
@@ -61,6 +61,8 @@ class SearchSettings:
     final_density: float = 0.5  # TIES: share of each elite's task vector kept
     combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
     combine_density: float = 0.5
+    # (task name, max_drop): children scoring below the base model minus max_drop are not kept
+    constraints: Sequence[tuple[str, float]] = ()
     bc_ranges: Sequence[tuple[float, float] | str] = ()
     bc_bins: Sequence[int] = ()
     plot_every: int = 50
@@ -174,16 +176,30 @@ class CycleQD:
         return summary
 
     def _seed(self) -> dict[str, Any]:
-        """Evaluate every expert on every task, fix the BC ranges, seed all archives."""
+        """Evaluate every expert on every task, fix the BC ranges, seed all archives.
+
+        With constraints, the base model is scored too: its constraint scores set the floors.
+        The experts seed the archives whatever their constraint scores (an archive must start
+        from something); ``summary.json`` names any expert below a floor.
+        """
         expert_scores: dict[str, dict[str, float]] = {}
         for e, name in enumerate(self.basis.experts):
             genome = expert_genome(self.basis, e)
             self.store.save_individual(f"expert-{name}", genome)
             self.executor.submit(name, genome)
-        for e in range(len(self.basis.experts)):
+        if self.settings.constraints:
+            self.executor.submit(_BASE, base_genome(self.basis))
+        for e in range(len(self.basis.experts) + bool(self.settings.constraints)):
             result = self.executor.next_result()
-            self.progress({"phase": "seeding", "expert": result.key, "index": e})
+            who = "base model" if result.key == _BASE else result.key
+            self.progress({"phase": "seeding", "expert": who, "index": e})
             expert_scores[result.key] = result.scores
+        base_scores = expert_scores.pop(_BASE, None)
+        floors = {
+            name: base_scores[name] - max_drop
+            for name, max_drop in self.settings.constraints
+            if base_scores is not None
+        }
         expert_scores = {name: expert_scores[name] for name in self.basis.experts}
         ranges: dict[str, list[float]] = {}
         for t, task in enumerate(self.task_names):
@@ -217,6 +233,9 @@ class CycleQD:
             "basis_kind": self.basis.kind,
             "basis_fidelity": self.basis.fidelity,
             "bc_ranges": ranges,
+            "base_scores": base_scores,
+            "constraint_floors": floors,
+            "rejected": 0,
             "generations_done": 0,
             "next_generation": 0,
             "in_flight": [],
@@ -334,7 +353,13 @@ class CycleQD:
     ) -> None:
         """Put a scored child into every archive it wins; log it; commit the run directory."""
         s = self.settings
-        inserted = {a.task: a.add(child_id, scores) for a in self.archives}
+        violated = self._violations(scores)
+        if violated:
+            inserted = {a.task: 0 for a in self.archives}
+            meta = {**meta, "rejected": violated}
+            self.state["rejected"] = int(self.state.get("rejected", 0)) + 1
+        else:
+            inserted = {a.task: a.add(child_id, scores) for a in self.archives}
         stats = {a.task: a.stats() for a in self.archives}
         self.state["scores"][child_id] = scores
         line = {
@@ -360,12 +385,19 @@ class CycleQD:
         if s.plot_every and self.plot is not None and done % s.plot_every == 0:
             self.plot(self.store, [a.to_json() for a in self.archives])
 
+    def _violations(self, scores: dict[str, float]) -> list[str]:
+        """The constraints whose floor ``scores`` fall below (none without constraints)."""
+        floors: dict[str, float] = self.state.get("constraint_floors") or {}
+        return [name for name, floor in floors.items() if scores[name] < floor - 1e-12]
+
     def _final(self) -> None:
         """Merge the best elite of each archive (``final_merge``: softmax or TIES); evaluate it.
 
         With ``final_model: best_of`` an archived individual whose mean validation score beats
         the merge's is the final model instead: every elite was already scored on every task, so
-        the choice costs nothing and still never looks at test data.
+        the choice costs nothing and still never looks at test data. Under constraints the
+        choice is among those that keep every floor (the merge of elites can fall below one);
+        the merge stays only when nothing does.
         """
         self.progress({"phase": "final"})
         bests = [a.best() for a in self.archives]
@@ -389,11 +421,17 @@ class CycleQD:
         scores, chosen = result.scores, "merge"
         if self.settings.final_model == "best_of":
             archived = {e.id for a in self.archives for e in a.elites()}
-            candidates = sorted((i, sc) for i, sc in self.state["scores"].items() if i in archived)
-            best_id, best_scores = max(candidates, key=lambda c: _mean(c[1]))
-            if _mean(best_scores) > _mean(scores):
-                genome = self.store.load_individual(best_id)
-                scores, chosen = best_scores, best_id
+            candidates = sorted(
+                (i, sc)
+                for i, sc in self.state["scores"].items()
+                if i in archived and not self._violations(sc)
+            )
+            mean = self._task_mean
+            if candidates:
+                best_id, best_scores = max(candidates, key=lambda c: mean(c[1]))
+                if self._violations(scores) or mean(best_scores) > mean(scores):
+                    genome = self.store.load_individual(best_id)
+                    scores, chosen = best_scores, best_id
         self.store.save_individual("final", genome)
         model_path = self.export(genome) if self.export is not None else None
         self.store.write_json("final/records.json", result.records)
@@ -408,10 +446,15 @@ class CycleQD:
             "merge_scores": result.scores,
             "chosen": chosen,
             "scores": scores,
+            "violations": self._violations(scores),
             "model": model_path,
         }
         self.state["phase"] = "done"
         self.store.commit(self.state)
+
+    def _task_mean(self, scores: dict[str, float]) -> float:
+        """Mean over the archives' tasks (constraints are floors, not part of the quality)."""
+        return sum(scores[t] for t in self.task_names) / len(self.task_names)
 
     # -- reporting -------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -436,8 +479,29 @@ def summarise(state: dict[str, Any], archives: Sequence[TaskArchive]) -> dict[st
             a.task: {k: v for k, v in a.stats().items() if k != "best_quality"} for a in archives
         },
         "final": state.get("final"),
+        **_constraint_summary(state),
     }
 
 
-def _mean(scores: dict[str, float]) -> float:
-    return sum(scores.values()) / len(scores)
+def _constraint_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """Floors, the base's scores, experts under a floor, and how many children were rejected."""
+    floors: dict[str, float] = state.get("constraint_floors") or {}
+    if not floors:
+        return {}
+    return {
+        "constraints": {
+            name: {
+                "base": state["base_scores"][name],
+                "floor": floor,
+                "experts_below": [
+                    e for e, sc in state["expert_scores"].items() if sc[name] < floor - 1e-12
+                ],
+            }
+            for name, floor in floors.items()
+        },
+        "base_scores": state["base_scores"],
+        "rejected": int(state.get("rejected", 0)),
+    }
+
+
+_BASE = "\0base"  # the base model's key while seeding (no expert can have this name)

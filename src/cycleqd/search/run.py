@@ -47,6 +47,7 @@ def settings_from_config(config: RunConfig) -> SearchSettings:
         final_density=s.final_density,
         combine=config.basis.combine,
         combine_density=config.basis.density,
+        constraints=[(c.name, c.max_drop) for c in config.constraints],
         bc_ranges=[t.bc.range for t in config.tasks],
         bc_bins=[t.bc.bins for t in config.tasks],
         plot_every=s.plot_every,
@@ -69,8 +70,13 @@ class Session:
         self.config = config
         task_experts = config.task_experts()
         self.task_names = [t.name for t in config.tasks]
+        # the executor scores every task and every constraint; only tasks have archives
         self.tasks = (
             [build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)]
+            + [
+                build_task(c.name, c.type, c.params, f"constraints.{i}")
+                for i, c in enumerate(config.constraints)
+            ]
             if engine
             else []
         )
@@ -193,8 +199,9 @@ def run_key(config: RunConfig) -> str:
     """A hex digest of everything that decides a run's outcome: equal keys, equal runs.
 
     It covers the resolved config (seed included), the base model's and every expert's files,
-    every task's data files and the package's whole source. Why: a run is deterministic given
-    these, so a run directory holding the same key holds this run, finished or interrupted.
+    every task's and constraint's data files and the package's whole source. Why: a run is
+    deterministic given these, so a run directory holding the same key holds this run, finished
+    or interrupted.
     """
     from cycleqd.keys import hash_model, hash_source, hash_task_files
 
@@ -202,7 +209,7 @@ def run_key(config: RunConfig) -> str:
     h.update(dump_config(config).encode())
     for model in (config.base_model, *(e.path for e in config.experts)):
         hash_model(h, model)
-    hash_task_files(h, config.tasks)
+    hash_task_files(h, [*config.tasks, *config.constraints])
     hash_source(h)
     return h.hexdigest()
 
