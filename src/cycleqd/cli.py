@@ -135,6 +135,13 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         final_row = Text("final (merged)", style="bold")
         table.add_row(final_row, *(f"{final['scores'][t]:.3f}" for t in tasks))
     tables.print(table)
+    for name, c in (summary.get("constraints") or {}).items():
+        below = ", ".join(c["experts_below"])
+        tables.print(
+            f"constraint {name}: base {c['base']:.3f}, floor {c['floor']:.3f}; "
+            f"{summary['rejected']} children rejected"
+            + (f"; experts below the floor: {below}" if below else "")
+        )
     if final.get("model"):
         tables.print(f"final model: {final['model']}")
 

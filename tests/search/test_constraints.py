@@ -6,6 +6,8 @@ scored on its own."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,17 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_children_below_the_floor_enter_no_archive(family: dict, tmp_path: Path) -> None:
-    summary = start_run(load_config(data=config(family, tmp_path, "copy")), tmp_path / "run")
+    """Through ``cycleqd run``, whose closing table names the floor and the rejections."""
+    (tmp_path / "run.yaml").write_text(json.dumps(config(family, tmp_path, "copy")))
+    args = ["run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "cycleqd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     engine = HFEngine(family["base"], dtype="float32")
     task = build_task("keep", "likelihood", {"data": str(family["data"]["copy"])}, "t")
     base = task.evaluate(engine).quality
@@ -66,6 +78,10 @@ def test_children_below_the_floor_enter_no_archive(family: dict, tmp_path: Path)
     assert elites - {"expert-copy", "expert-add"}  # some children were kept
     assert all(state["scores"][i]["keep"] >= keep["floor"] for i in elites if i.startswith("g"))
     assert summary["final"]["violations"] == []
+    printed = " ".join(done.stdout.split())
+    assert (
+        f"constraint keep: base {base:.3f}, floor {base:.3f}; {len(rejected)} children" in printed
+    )
 
 
 def test_best_of_never_picks_an_individual_below_a_floor(family: dict, tmp_path: Path) -> None:
