@@ -120,3 +120,22 @@ def test_constraint_config_is_checked_and_keys_the_run(family: dict, tmp_path: P
     (tmp_path / "run.yaml").write_text(json.dumps(cfg))
     loaded = load_config(tmp_path / "run.yaml")
     assert loaded.constraints[0].params["data"] == str(tmp_path / "copy.jsonl")
+
+
+def test_a_floor_no_child_reaches_changes_nothing(family: dict, tmp_path: Path) -> None:
+    """Every generation's randomness is keyed by (seed, generation), so a constraint that
+    rejects no child leaves the search child for child as it is without one."""
+    free = base_config(family, tmp_path, generations=8)
+    free["search"]["final_model"] = "best_of"
+    loose = config(family, tmp_path, "copy", generations=8)
+    loose["constraints"][0]["max_drop"] = 1.0
+    a = start_run(load_config(data=free), tmp_path / "free")
+    b = start_run(load_config(data=loose), tmp_path / "loose")
+    assert b["rejected"] == 0
+    ma, mb = metrics(tmp_path / "free"), metrics(tmp_path / "loose")
+    assert [m["parents"] for m in ma] == [m["parents"] for m in mb]
+    assert [m["inserted"] for m in ma] == [m["inserted"] for m in mb]
+    for x, y in zip(ma, mb, strict=True):
+        assert {t: y["scores"][t] for t in ("copy", "add")} == pytest.approx(x["scores"])
+    assert a["final"]["chosen"] == b["final"]["chosen"]
+    assert "constraints" not in a and a["best_individual"] == b["best_individual"]
