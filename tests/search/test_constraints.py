@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import base_config, lora_like_family, write_tasks
+from helpers import base_config
 
 from cycleqd.config import load_config
 from cycleqd.errors import CycleQDError
@@ -20,22 +20,14 @@ from cycleqd.search.run import run_key, start_run
 from cycleqd.tasks import build_task
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("constraints")
-    fam = lora_like_family(root, n_experts=2)
-    fam["data"] = write_tasks(root)
-    return fam
-
-
-def config(family: dict, tmp: Path, data: str, *, generations: int = 12) -> dict:
-    cfg = base_config(family, tmp, generations=generations)
+def config(lora_family: dict, tmp: Path, data: str, *, generations: int = 12) -> dict:
+    cfg = base_config(lora_family, tmp, generations=generations)
     cfg["search"]["final_model"] = "best_of"
     cfg["constraints"] = [
         {
             "name": "keep",
             "type": "likelihood",
-            "params": {"data": str(family["data"][data])},
+            "params": {"data": str(lora_family["data"][data])},
             "max_drop": 0.0,
         }
     ]
@@ -46,9 +38,9 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_children_below_the_floor_enter_no_archive(family: dict, tmp_path: Path) -> None:
+def test_children_below_the_floor_enter_no_archive(lora_family: dict, tmp_path: Path) -> None:
     """Through ``cycleqd run``, whose closing table names the floor and the rejections."""
-    (tmp_path / "run.yaml").write_text(json.dumps(config(family, tmp_path, "copy")))
+    (tmp_path / "run.yaml").write_text(json.dumps(config(lora_family, tmp_path, "copy")))
     args = ["run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]
     done = subprocess.run(
         [sys.executable, "-m", "cycleqd.cli", *args],
@@ -58,8 +50,8 @@ def test_children_below_the_floor_enter_no_archive(family: dict, tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    engine = HFEngine(family["base"], dtype="float32")
-    task = build_task("keep", "likelihood", {"data": str(family["data"]["copy"])}, "t")
+    engine = HFEngine(lora_family["base"], dtype="float32")
+    task = build_task("keep", "likelihood", {"data": str(lora_family["data"]["copy"])}, "t")
     base = task.evaluate(engine).quality
     keep = summary["constraints"]["keep"]
     assert keep["base"] == pytest.approx(base, rel=1e-5)
@@ -84,11 +76,11 @@ def test_children_below_the_floor_enter_no_archive(family: dict, tmp_path: Path)
     )
 
 
-def test_best_of_never_picks_an_individual_below_a_floor(family: dict, tmp_path: Path) -> None:
+def test_best_of_never_picks_an_individual_below_a_floor(lora_family: dict, tmp_path: Path) -> None:
     """On the other file every child and one expert fall below the base; the merge of the
     archives' best elites does too, so best_of takes the best individual that keeps the floor,
     even where one below it has the better task average."""
-    summary = start_run(load_config(data=config(family, tmp_path, "add")), tmp_path / "run")
+    summary = start_run(load_config(data=config(lora_family, tmp_path, "add")), tmp_path / "run")
     floor = summary["constraints"]["keep"]["floor"]
     experts = summary["expert_scores"]
     below = sorted(e for e, sc in experts.items() if sc["keep"] < floor)
@@ -104,8 +96,8 @@ def test_best_of_never_picks_an_individual_below_a_floor(family: dict, tmp_path:
     assert mean(experts["copy"]) > mean(experts["add"])  # the better average is below the floor
 
 
-def test_constraint_config_is_checked_and_keys_the_run(family: dict, tmp_path: Path) -> None:
-    cfg = config(family, tmp_path, "copy")
+def test_constraint_config_is_checked_and_keys_the_run(lora_family: dict, tmp_path: Path) -> None:
+    cfg = config(lora_family, tmp_path, "copy")
     with_constraint = run_key(load_config(data=cfg))
     cfg["constraints"][0]["max_drop"] = 0.05
     assert run_key(load_config(data=cfg)) != with_constraint
@@ -122,12 +114,12 @@ def test_constraint_config_is_checked_and_keys_the_run(family: dict, tmp_path: P
     assert loaded.constraints[0].params["data"] == str(tmp_path / "copy.jsonl")
 
 
-def test_a_floor_no_child_reaches_changes_nothing(family: dict, tmp_path: Path) -> None:
+def test_a_floor_no_child_reaches_changes_nothing(lora_family: dict, tmp_path: Path) -> None:
     """Every generation's randomness is keyed by (seed, generation), so a constraint that
     rejects no child leaves the search child for child as it is without one."""
-    free = base_config(family, tmp_path, generations=8)
+    free = base_config(lora_family, tmp_path, generations=8)
     free["search"]["final_model"] = "best_of"
-    loose = config(family, tmp_path, "copy", generations=8)
+    loose = config(lora_family, tmp_path, "copy", generations=8)
     loose["constraints"][0]["max_drop"] = 1.0
     a = start_run(load_config(data=free), tmp_path / "free")
     b = start_run(load_config(data=loose), tmp_path / "loose")

@@ -13,18 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import base_config, lora_like_family, write_tasks
+from helpers import base_config
 
 from cycleqd.config import load_config
 from cycleqd.search.run import start_run
-
-
-@pytest.fixture(scope="module")
-def lora_family(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("lora")
-    family = lora_like_family(root, n_experts=2)
-    family["data"] = write_tasks(root)
-    return family
 
 
 def run(family: dict, tmp: Path, population: str) -> Path:

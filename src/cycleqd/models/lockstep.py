@@ -121,24 +121,23 @@ class _EngineView:
         self._group = group
 
     def generate(self, prompts: Sequence[Any], **kwargs: Any) -> list[str]:
-        if not prompts:
-            return []
-        return self._hub.request(self._group, _Request("generate", (list(prompts),), kwargs))
+        return self._ask("generate", prompts, **kwargs)
 
     def target_likelihood(
         self, prompts: Sequence[Any], targets: Sequence[str], **kwargs: Any
     ) -> list[float]:
-        if not prompts:
-            return []
-        req = _Request("target_likelihood", (list(prompts), list(targets)), kwargs)
-        return self._hub.request(self._group, req)
+        return self._ask("target_likelihood", prompts, targets, **kwargs)
 
     def loglikelihood(
         self, contexts: Sequence[str], continuations: Sequence[str], **kwargs: Any
     ) -> list[float]:
-        if not contexts:
+        return self._ask("loglikelihood", contexts, continuations, **kwargs)
+
+    def _ask(self, method: str, *columns: Sequence[Any], **kwargs: Any) -> Any:
+        """Park one merged call (per-row ``columns``) until the hub answers it."""
+        if not columns[0]:
             return []
-        req = _Request("loglikelihood", (list(contexts), list(continuations)), kwargs)
+        req = _Request(method, tuple(list(c) for c in columns), kwargs)
         return self._hub.request(self._group, req)
 
     def __getattr__(self, name: str) -> Any:

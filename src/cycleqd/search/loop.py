@@ -195,11 +195,11 @@ class CycleQD:
             self.progress({"phase": "seeding", "expert": who, "index": e})
             expert_scores[result.key] = result.scores
         base_scores = expert_scores.pop(_BASE, None)
-        floors = {
-            name: base_scores[name] - max_drop
-            for name, max_drop in self.settings.constraints
+        floors = (
+            {name: base_scores[name] - drop for name, drop in self.settings.constraints}
             if base_scores is not None
-        }
+            else {}
+        )
         expert_scores = {name: expert_scores[name] for name in self.basis.experts}
         ranges: dict[str, list[float]] = {}
         for t, task in enumerate(self.task_names):
@@ -387,8 +387,7 @@ class CycleQD:
 
     def _violations(self, scores: dict[str, float]) -> list[str]:
         """The constraints whose floor ``scores`` fall below (none without constraints)."""
-        floors: dict[str, float] = self.state.get("constraint_floors") or {}
-        return [name for name, floor in floors.items() if scores[name] < floor - 1e-12]
+        return _below(scores, self.state.get("constraint_floors") or {})
 
     def _final(self) -> None:
         """Merge the best elite of each archive (``final_merge``: softmax or TIES); evaluate it.
@@ -494,7 +493,7 @@ def _constraint_summary(state: dict[str, Any]) -> dict[str, Any]:
                 "base": state["base_scores"][name],
                 "floor": floor,
                 "experts_below": [
-                    e for e, sc in state["expert_scores"].items() if sc[name] < floor - 1e-12
+                    e for e, sc in state["expert_scores"].items() if _below(sc, {name: floor})
                 ],
             }
             for name, floor in floors.items()
@@ -502,6 +501,11 @@ def _constraint_summary(state: dict[str, Any]) -> dict[str, Any]:
         "base_scores": state["base_scores"],
         "rejected": int(state.get("rejected", 0)),
     }
+
+
+def _below(scores: dict[str, float], floors: dict[str, float]) -> list[str]:
+    """Names of the ``floors`` that ``scores`` fall below (rounding noise aside)."""
+    return [name for name, floor in floors.items() if scores[name] < floor - 1e-12]
 
 
 _BASE = "\0base"  # the base model's key while seeding (no expert can have this name)
