@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
+from cycleqd.models.kv_cache import growing_cache, grows_in_place
 
 Prompt = str | list[dict[str, str]]
 
@@ -91,6 +92,7 @@ class HFEngine:
         population_batch_size: int | None = None,
         prefix_sharing: bool = True,
         min_shared_prefix: int = 32,
+        grow_cache: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
@@ -113,6 +115,9 @@ class HFEngine:
         # transformers 5.2x renamed the cache argument (``past_key_values`` -> ``cache``) and warns
         # on every call that uses the old name; older releases only know the old one.
         self._cache_arg = cache_argument(self.model)
+        # keys and values written in place (see :mod:`cycleqd.models.kv_cache`); ``False`` keeps
+        # transformers' concatenating cache (the benchmark compares the two)
+        self.grow_cache = grow_cache and grows_in_place(self.model)
         self.row_groups: RowGroups | None = None
 
     @property
@@ -224,7 +229,7 @@ class HFEngine:
         live = torch.arange(input_ids.shape[0])
         out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
         for _ in range(max_new_tokens):
-            kwargs: dict[str, Any] = {self._cache_arg: cache} if cache is not None else {}
+            kwargs = {self._cache_arg: cache} if cache is not None else self._fresh_cache()
             with self._rows(None if rows is None else rows[live]):
                 result = self.model(
                     input_ids=step_ids,
@@ -291,7 +296,12 @@ class HFEngine:
         distinct = [0] if rows is None else sorted({int(g) for g in rows})
         ids = torch.tensor([prefix] * len(distinct), device=self.device)
         with self._rows(None if rows is None else torch.tensor(distinct)):
-            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                use_cache=True,
+                **self._fresh_cache(),
+            )
         cache = returned_cache(out)
         if rows is None:
             cache.batch_repeat_interleave(n)
@@ -301,6 +311,10 @@ class HFEngine:
                 torch.tensor([where[int(g)] for g in rows], device=self.device)
             )
         return cache
+
+    def _fresh_cache(self) -> dict[str, Any]:
+        """The cache argument for a first forward: a cache that grows in place where it can."""
+        return {self._cache_arg: growing_cache()} if self.grow_cache else {}
 
     @torch.no_grad()
     def time_forward(
