@@ -5,7 +5,10 @@ own genome, ``lambda * (sum of the three experts' genomes)`` for a few ``lambda`
 scale per expert (``--scales 1,1,0.5``: code, os, db in the demo's order), the TIES merge of the
 three (``search.final_merge: ties`` at a few densities) and any merged model directory given
 with ``--models`` (its difference from the base as a dense genome, e.g. the demo's mergekit TIES
-baseline, to compare it with the in-genome TIES on the same samples), once in the plain SVD basis
+baseline, to compare it with the in-genome TIES on the same samples), the TIES merge scaled as a
+whole (``--ties-lambdas 1.3``) and the TIES merge of the experts each scaled first
+(``--ties-scales 1,1.5,1``: does the merge's interference trade one skill for another, or can
+a scale lift all three?), once in the plain SVD basis
 and once in the decorrelated TSV basis (``basis.kind: tsv``). Models are evaluated one at a time
 (``--population on`` shares forward passes). This is what the ``cpu`` preset's basis and
 operators were chosen on; it prints one JSON line with every score and each TSV expert's
@@ -14,7 +17,8 @@ relative error.
 Usage::
 
     python benchmarks/interference_probe.py [--preset cpu] [--n-val N] [--lambdas 1.0 0.7 0.5]
-        [--scales 1,1,0.5 ...] [--ties-densities 0.5] [--models DIR ...] [--no-experts]
+        [--scales 1,1,0.5 ...] [--ties-densities 0.5] [--ties-lambdas 1.3 ...]
+        [--ties-scales 1,1.5,1 ...] [--models DIR ...] [--no-experts] [--kinds svd tsv]
 """
 
 from __future__ import annotations
@@ -23,19 +27,34 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+
+def per_expert(
+    parser: argparse.ArgumentParser, option: str, text: str, experts: list[str]
+) -> list[float]:
+    """``1,1.5,1`` as one float per expert, or a usage error naming the option."""
+    scales = [float(x) for x in text.split(",")]
+    if len(scales) != len(experts):
+        parser.error(f"{option} {text}: {len(experts)} values needed ({', '.join(experts)})")
+    return scales
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--n-val", type=int, default=None)
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.7, 0.5])
+    parser.add_argument("--lambdas", type=float, nargs="*", default=[1.0, 0.7, 0.5])
     parser.add_argument("--kinds", nargs="+", default=["svd", "tsv"])
     parser.add_argument("--ties-densities", type=float, nargs="*", default=[0.5])
     parser.add_argument("--scales", nargs="*", default=[], help="one scale per expert: 1,1,0.5")
+    parser.add_argument("--ties-lambdas", type=float, nargs="*", default=[])
+    parser.add_argument(
+        "--ties-scales", nargs="*", default=[], help="one scale per expert before TIES: 1,1.5,1"
+    )
     parser.add_argument("--models", type=Path, nargs="*", default=[])
     parser.add_argument("--no-experts", action="store_true", help="skip the experts alone")
     parser.add_argument("--population", choices=["auto", "on", "off"], default="off")
@@ -65,14 +84,28 @@ def main() -> None:
                 names.append(f"sum x {lam}")
                 genomes.append(combine(experts, [lam] * k))
             for text in args.scales:
-                scales = [float(x) for x in text.split(",")]
-                if len(scales) != k:
-                    parser.error(f"--scales {text}: {k} values needed ({', '.join(basis.experts)})")
                 names.append(f"sum x ({text})")
-                genomes.append(combine(experts, scales))
+                genomes.append(
+                    combine(experts, per_expert(parser, "--scales", text, basis.experts))
+                )
             for density in args.ties_densities:
                 names.append(f"ties {density}")
                 genomes.append(ties_genome(basis, experts, density=density))
+            ties = ties_genome(basis, experts, density=0.5)
+            for lam in args.ties_lambdas:
+                names.append(f"ties 0.5 x {lam}")
+                genomes.append(replace(ties, dense={n: v * lam for n, v in ties.dense.items()}))
+            for text in args.ties_scales:
+                scaled = [
+                    combine([g], [x])
+                    for g, x in zip(
+                        experts,
+                        per_expert(parser, "--ties-scales", text, basis.experts),
+                        strict=True,
+                    )
+                ]
+                names.append(f"ties 0.5 of experts x ({text})")
+                genomes.append(ties_genome(basis, scaled, density=0.5))
             base = session.base
             zero = {n: torch.zeros_like(c) for n, c in experts[0].coeffs.items()}
             for model in args.models:
