@@ -124,3 +124,40 @@ def test_fetch_refuses_other_bytes_and_wrong_counts(tmp_path: Path) -> None:
         fetch_data("arc", cache)
     with pytest.raises(CycleQDError, match="run `cycleqd data fetch mmlu`"):
         data_file("mmlu", cache)
+
+
+def test_a_source_archive_entry_reads_its_member_and_keeps_the_task_file(tmp_path: Path) -> None:
+    """``bigbench-discourse`` comes from a source archive (a .tar.gz, not a wheel); the task
+    file is kept byte for byte and counted by the loader."""
+    import io
+    import tarfile
+
+    task = json.dumps(
+        {"examples": [{"input": "It rained.", "target_scores": {"So, wet.": 1, "Yet, dry.": 0}}]}
+    ).encode()
+    spec = KNOWN_DATA["bigbench-discourse"]
+    archive = tmp_path / "bigbench-1.0.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(spec.member)
+        info.size = len(task)
+        tar.addfile(info, io.BytesIO(task))
+    spec = dataclasses.replace(spec, member_sha256=hashlib.sha256(task).hexdigest(), questions=1)
+    got = fetch_data("bigbench-discourse", tmp_path / "cache", wheel=archive, spec=spec)
+    assert got.action == "fetched" and got.questions == 1
+    assert got.path.read_bytes() == task and detect_format(got.path) == "bigbench"
+    manifest = json.loads((got.path.parent / MANIFEST).read_text())
+    assert manifest["license"].startswith("Apache-2.0") and manifest["data_format"] == "bigbench"
+    missing = dataclasses.replace(spec, member="bigbench-1.0.0/other/task.json")
+    with pytest.raises(CycleQDError, match=r"does not contain bigbench-1\.0\.0/other/task\.json"):
+        fetch_data("bigbench-discourse", tmp_path / "c2", wheel=archive, spec=missing)
+
+
+def test_url_download_refuses_other_bytes(tmp_path: Path) -> None:
+    from cycleqd.tasks.data_zoo import url_download
+
+    source = tmp_path / "a.tar.gz"
+    source.write_bytes(b"bytes")
+    got = url_download(source.as_uri(), hashlib.sha256(b"bytes").hexdigest(), tmp_path / "d")
+    assert got.read_bytes() == b"bytes"
+    with pytest.raises(CycleQDError, match="expected 00"):
+        url_download(source.as_uri(), "00", tmp_path / "e")

