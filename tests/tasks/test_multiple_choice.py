@@ -444,6 +444,8 @@ def test_bigbench_task_prompt_as_bigbench_composes_it(tmp_path: Path) -> None:
     )
     assert first.choices == ("However, it was dry.", "So, it was wet.") and first.gold == 1
     assert second.gold == 0 and second.id == "task.json:1"
+    cloze = load_questions(path, list_choices=False)[0]
+    assert cloze.context == "\nIt rained." and cloze.choices == first.choices
     plain = {**BIGBENCH, "append_choices_to_input": False, "task_prefix": "Join:"}
     del plain["example_input_prefix"], plain["example_output_prefix"]
     path.write_text(json.dumps(plain))

@@ -659,13 +659,16 @@ _BIGBENCH_DEFAULTS = {
 }
 
 
-def _bigbench(path: Path) -> Iterator[Question]:
+def _bigbench(path: Path, list_choices: bool | None = None) -> Iterator[Question]:
     """A BIG-bench JSON task: ``{"examples": [{"input", "target_scores": {choice: score}}]}``.
 
     The context is composed as BIG-bench composes a zero-shot prompt: the task prefix, the input
     prefix, the input, the choices when ``append_choices_to_input`` (the default) says so, and
     the output prefix, whose trailing spaces become the target delimiter (lm-eval's
-    convention). The gold choice is the one with the highest score; an example whose top score
+    convention). ``list_choices`` overrides the file's ``append_choices_to_input``: ``False``
+    scores the choices as cloze continuations, as lm-eval's ARC or HellaSwag prompts do, on
+    contexts that a question's ten listed choices would make about five times longer. The gold
+    choice is the one with the highest score; an example whose top score
     several choices share has no single gold and is an error naming it.
     """
     try:
@@ -677,6 +680,8 @@ def _bigbench(path: Path) -> Iterator[Question]:
         raise CycleQDError(f"{path}: a BIG-bench task needs an 'examples' list")
     opts = {k: task.get(k, v) for k, v in _BIGBENCH_DEFAULTS.items()}
     opts = {k: v if v is not None else _BIGBENCH_DEFAULTS[k] for k, v in opts.items()}
+    if list_choices is not None:
+        opts["append_choices_to_input"] = list_choices
     for i, item in enumerate(examples):
         where = f"{path}: examples[{i}]"
         scores = item.get("target_scores") if isinstance(item, dict) else None
@@ -742,12 +747,14 @@ def detect_format(path: Path) -> str:
     raise CycleQDError(f"{path}: no questions")
 
 
-def _questions(path: Path, fmt: str, mmlu_style: MmluStyle) -> Iterator[Question]:
+def _questions(
+    path: Path, fmt: str, mmlu_style: MmluStyle, list_choices: bool | None = None
+) -> Iterator[Question]:
     if fmt == "mmlu" and path.name.removesuffix(".gz").endswith(".csv"):
         yield from _mmlu_csv(path, mmlu_style)
         return
     if fmt == "bigbench":
-        yield from _bigbench(path)
+        yield from _bigbench(path, list_choices)
         return
     parsers: dict[str, Callable[[Path, int, dict[str, Any]], Question]] = {
         "arc": _arc,
@@ -783,6 +790,7 @@ def load_questions(
     limit: int | None = None,
     seed: int | None = 0,
     exclude: tuple[int, int | None] | None = None,
+    list_choices: bool | None = None,
 ) -> list[Question]:
     """Read a benchmark file; errors name the file and line of the first malformed record.
 
@@ -790,14 +798,15 @@ def load_questions(
     are often sorted by subject, so the first N would test one subject), or the first N when
     ``seed`` is None. The whole file is checked either way. ``exclude`` (a ``(limit, seed)``
     pair) first removes the questions that sample would hold: how a search's questions are
-    kept apart from the test questions of the same file.
+    kept apart from the test questions of the same file. ``list_choices``: BIG-bench tasks
+    only, see :func:`_bigbench`.
     """
     path = Path(path)
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in FORMATS:
         raise CycleQDError(f"unknown multiple-choice format {fmt!r} (known: {', '.join(FORMATS)})")
-    questions = list(_questions(path, fmt, mmlu_style))
+    questions = list(_questions(path, fmt, mmlu_style, list_choices))
     if not questions:
         raise CycleQDError(f"{path}: no questions")
     if exclude is not None:
@@ -848,6 +857,11 @@ class MultipleChoiceParams(BaseModel):
         default=0, description="seeded sample of `limit` questions; null: the first `limit`"
     )
     mmlu_style: MmluStyle = "cloze"
+    list_choices: bool | None = Field(
+        default=None,
+        description="BIG-bench tasks: list the choices in the prompt (null: as the task file's "
+        "append_choices_to_input says; false: cloze scoring)",
+    )
     target_delimiter: str = Field(default=" ", description="text between context and choice")
     exclude: QuestionSample | None = Field(
         default=None,
@@ -869,6 +883,7 @@ class MultipleChoiceTask:
             limit=params.limit,
             seed=params.seed,
             exclude=(params.exclude.limit, params.exclude.seed) if params.exclude else None,
+            list_choices=params.list_choices,
         )
 
     def evaluate(self, engine: Any) -> TaskResult:
