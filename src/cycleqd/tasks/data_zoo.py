@@ -11,7 +11,8 @@ Hugging Face ``cais/mmlu`` layout (``question``, ``subject``, ``choices``, ``ans
 
 MMLU is near chance for a 135M model, so it says little about what a merge of small models
 loses. BIG-bench's ``discourse_marker_prediction`` (Apache-2.0) asks which discourse marker joins
-two sentences, a language-modelling skill a 135M model has (about 0.6 against a chance of 0.1).
+two sentences, a language-modelling skill a 135M model has (SmolLM2-135M-Instruct: 0.48
+acc_norm on 200 questions, against a chance of 0.10).
 BIG-bench ships on PyPI only as the ``bigbench`` 1.0.0 source archive, whose metadata pip cannot
 prepare (it declares a direct-URL dependency), so that archive is downloaded from PyPI's file
 host by its pinned URL and checked against its pinned sha256 (:func:`url_download`), and the
