@@ -2,9 +2,10 @@
 
 transformers' ``DynamicLayer`` appends a step's keys and values with ``torch.cat``, which copies
 the whole cache of every layer at every step. An agent evaluation decodes up to a hundred steps
-over contexts of a thousand tokens (instruction, one-shot example, earlier rounds), so on a CPU
-that copying was the largest single cost of a decoding step (profiled: ``aten::cat`` 35% and
-``aten::copy_`` 18% of an OS evaluation's time, the model's matmuls 20%). Here each layer keeps
+over contexts of a thousand tokens (instruction, one-shot example, earlier rounds); under torch's
+profiler ``aten::cat`` was 35% of an OS evaluation's CPU time (the profiler's per-operation
+overhead inflates that share; timed without it, avoiding the copies makes the demo's validation
+evaluation 1.10x faster, ``benchmarks/kv_cache.py``). Here each layer keeps
 a buffer with spare room, writes a step's keys and values into it and hands attention a view of
 the filled part; the buffer grows by half when full, so copies are amortised away. The values
 attention sees are the same numbers in the same layout, so generations do not change.

@@ -64,7 +64,7 @@ __all__ = [
     "summarise",
 ]
 
-Format = Literal["arc", "hellaswag", "piqa", "mmlu", "generic"]
+Format = Literal["arc", "hellaswag", "piqa", "mmlu", "bigbench", "generic"]
 FORMATS: tuple[str, ...] = ("arc", "hellaswag", "piqa", "mmlu", "bigbench", "generic")
 Metric = Literal["acc_norm", "acc", "acc_bytes"]
 MmluStyle = Literal["cloze", "letters"]
@@ -668,8 +668,8 @@ def _bigbench(path: Path, list_choices: bool | None = None) -> Iterator[Question
     convention). ``list_choices`` overrides the file's ``append_choices_to_input``: ``False``
     scores the choices as cloze continuations, as lm-eval's ARC or HellaSwag prompts do, on
     contexts that a question's ten listed choices would make about five times longer. The gold
-    choice is the one with the highest score; an example whose top score
-    several choices share has no single gold and is an error naming it.
+    choice is the one with the highest score; an example whose top score several choices share
+    has no single gold and is an error naming it.
     """
     try:
         task = json.loads(read_text(path, "BIG-bench"))
