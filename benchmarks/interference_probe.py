@@ -91,10 +91,12 @@ def main() -> None:
             for density in args.ties_densities:
                 names.append(f"ties {density}")
                 genomes.append(ties_genome(basis, experts, density=density))
-            ties = ties_genome(basis, experts, density=0.5)
-            for lam in args.ties_lambdas:
-                names.append(f"ties 0.5 x {lam}")
-                genomes.append(replace(ties, dense={n: v * lam for n, v in ties.dense.items()}))
+            if args.ties_lambdas:  # the merge is computed only when it is scaled
+                ties = ties_genome(basis, experts, density=0.5)
+                for lam in args.ties_lambdas:
+                    names.append(f"ties 0.5 x {lam}")
+                    scaled = {n: v * lam for n, v in ties.dense.items()}
+                    genomes.append(replace(ties, dense=scaled))
             for text in args.ties_scales:
                 scaled = [
                     combine([g], [x])

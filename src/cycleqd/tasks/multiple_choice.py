@@ -678,17 +678,18 @@ def _bigbench(path: Path, list_choices: bool | None = None) -> Iterator[Question
     examples = task.get("examples") if isinstance(task, dict) else None
     if not isinstance(examples, list):
         raise CycleQDError(f"{path}: a BIG-bench task needs an 'examples' list")
-    opts = {k: task.get(k, v) for k, v in _BIGBENCH_DEFAULTS.items()}
-    opts = {k: v if v is not None else _BIGBENCH_DEFAULTS[k] for k, v in opts.items()}
+    opts = {k: v if task.get(k) is None else task[k] for k, v in _BIGBENCH_DEFAULTS.items()}
     if list_choices is not None:
         opts["append_choices_to_input"] = list_choices
     for i, item in enumerate(examples):
         where = f"{path}: examples[{i}]"
-        scores = item.get("target_scores") if isinstance(item, dict) else None
-        if not isinstance(item.get("input") if isinstance(item, dict) else None, str) or not (
-            isinstance(scores, dict)
-            and scores
-            and all(isinstance(v, int | float) for v in scores.values())
+        item = item if isinstance(item, dict) else {}
+        text, scores = item.get("input"), item.get("target_scores")
+        if (
+            not isinstance(text, str)
+            or not isinstance(scores, dict)
+            or not scores
+            or not all(isinstance(v, int | float) for v in scores.values())
         ):
             raise CycleQDError(f"{where}: expected a string 'input' and numeric 'target_scores'")
         choices = [str(c).strip() for c in scores]
@@ -696,7 +697,6 @@ def _bigbench(path: Path, list_choices: bool | None = None) -> Iterator[Question
         top = max(values)
         if values.count(top) != 1:
             raise CycleQDError(f"{where}: {values.count(top)} choices share the top score {top}")
-        text = item["input"]
         if opts["append_choices_to_input"]:
             text += opts["choice_prefix"] + opts["choice_prefix"].join(choices)
         context = opts["task_prefix"] + opts["example_input_prefix"] + text
