@@ -25,6 +25,9 @@ def validation_config(
     dtype: str = "auto",
     seed: int = 0,
     basis_kind: str = "svd",
+    experts_cache: Path | None = None,
+    train_lr: float | None = None,
+    anchor_weight: float | None = None,
 ) -> tuple[Any, Any]:
     """A run config over the demo's validation splits (written under ``out``) and the preset."""
     from cycleqd.config import load_config
@@ -34,7 +37,12 @@ def validation_config(
     chosen = PRESETS[preset]
     if n_val is not None:
         chosen = dataclasses.replace(chosen, n_val=n_val)
-    demo = Demo(DemoSettings(out=out, preset=chosen, engine_dtype=dtype), say=say)
+    if train_lr is not None:
+        chosen = dataclasses.replace(chosen, train_lr=train_lr)
+    if anchor_weight is not None:
+        chosen = dataclasses.replace(chosen, anchor_weight=anchor_weight)
+    settings = DemoSettings(out=out, preset=chosen, engine_dtype=dtype, experts_cache=experts_cache)
+    demo = Demo(settings, say=say)
     base = demo.model()
     data = demo.data()
     cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}

@@ -58,6 +58,21 @@ def main() -> None:
     parser.add_argument("--models", type=Path, nargs="*", default=[])
     parser.add_argument("--no-experts", action="store_true", help="skip the experts alone")
     parser.add_argument("--population", choices=["auto", "on", "off"], default="off")
+    parser.add_argument(
+        "--experts-cache",
+        type=Path,
+        default=None,
+        help="experts' root (default: the demo's); missing experts are trained there",
+    )
+    parser.add_argument(
+        "--train-lr", type=float, default=None, help="learning rate of experts trained here"
+    )
+    parser.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=None,
+        help="experts trained here are anchored to the base on the other skills' data",
+    )
     args = parser.parse_args()
 
     from demo_inputs import say, validation_config
@@ -72,7 +87,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cqd-probe-") as tmp:
         for kind in args.kinds:
             config, preset = validation_config(
-                Path(tmp), preset=args.preset, n_val=args.n_val, basis_kind=kind
+                Path(tmp),
+                preset=args.preset,
+                n_val=args.n_val,
+                basis_kind=kind,
+                experts_cache=args.experts_cache,
+                train_lr=args.train_lr,
+                anchor_weight=args.anchor_weight,
             )
             session = Session(config)
             basis = session.basis

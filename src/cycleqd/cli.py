@@ -456,6 +456,17 @@ def train_expert_cmd(
         ),
     ] = "auto",
     db_url: Annotated[str | None, typer.Option(help="An existing MySQL server.")] = None,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another skill's suite or data file (repeatable): with --anchor-weight, the "
+            "expert is held to the base's outputs on it, so its task vector merges with less "
+            "interference."
+        ),
+    ] = None,
+    anchor_weight: Annotated[
+        float, typer.Option(help="Weight of the KL to the base on --anchor data (0: off).")
+    ] = 0.0,
     force: Annotated[bool, typer.Option(help="Train even if an identical expert exists.")] = False,
 ) -> None:
     """Fine-tune an expert on gold trajectories (loss on assistant replies only)."""
@@ -474,8 +485,9 @@ def train_expert_cmd(
         device=device,
         precision=precision,
         db_url=db_url,
+        anchor_weight=anchor_weight,
     )
-    report = train_expert(base, task, out, config, force=force)
+    report = train_expert(base, task, out, config, force=force, anchor_specs=anchor or [])
     if report.skipped:
         console.print(f"cached: {out} already holds this expert (same inputs)")
         return

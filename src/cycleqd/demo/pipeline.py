@@ -118,6 +118,7 @@ class Demo:
                 self._expert_dir(f"expert-{skill}"),
                 preset=self.p,
                 say=self.say,
+                anchors=[data[other]["train"] for other in SKILLS if other != skill],
             )
             for skill in SKILLS
         }

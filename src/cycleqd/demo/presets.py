@@ -32,6 +32,10 @@ class Preset:
     )
     max_rounds: dict[str, int] = field(default_factory=lambda: {"os": 4, "db": 3})
     train_epochs: int = 2
+    train_lr: float | None = None  # peak learning rate of expert training (None: 1e-3 for LoRA)
+    # KL to the base on the other skills' training conversations while an expert trains
+    # (``anchor_weight`` of TrainConfig; 0: plain fine-tuning, the paper's experts)
+    anchor_weight: float = 0.0
     train_max_len: int = 2048  # tokens; longer conversations are dropped (and counted)
     batch_size: int = 16
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)

@@ -15,11 +15,13 @@ def train_cached(
     *,
     preset: Preset,
     say: Callable[[str], None],
+    anchors: Sequence[Path] = (),
 ) -> Path:
     """Train (or reuse) a LoRA expert of ``base`` on the gold trajectories in ``files``.
 
     ``train_expert`` keys the expert by the base's and the data's content and the
-    hyperparameters, so a second demo run with the same inputs skips training.
+    hyperparameters, so a second demo run with the same inputs skips training. ``anchors`` (the
+    other skills' files) hold the expert to the base there when the preset anchors experts.
     """
     from cycleqd.train import train_expert
 
@@ -28,6 +30,9 @@ def train_cached(
         [str(f) for f in files],
         out,
         epochs=preset.train_epochs,
+        lr=preset.train_lr,
+        anchor_weight=preset.anchor_weight,
+        anchor_specs=[str(f) for f in anchors],
         max_len=preset.train_max_len,
         n_train=None,
         seed=preset.seed,

@@ -43,7 +43,10 @@ def code_fingerprint() -> str:
 
 
 def expert_cache_key(
-    base: Path, sources: Sequence[TrainSource], hyperparameters: Mapping[str, Any]
+    base: Path,
+    sources: Sequence[TrainSource],
+    hyperparameters: Mapping[str, Any],
+    anchors: Sequence[TrainSource] = (),
 ) -> str:
     """A hex digest identifying the expert these inputs would train."""
     h = hashlib.sha256(b"cycleqd-expert/1\0")
@@ -51,8 +54,9 @@ def expert_cache_key(
     for path in sorted(p for p in base.iterdir() if p.is_file() and p.name != "training.json"):
         h.update(path.name.encode() + b"\0")
         _hash_file(h, path)
-    for source in sources:
-        h.update(f"{source.kind}:{source.format}:{source.suite or ''}\0".encode())
+    tagged = [("", s) for s in sources] + [("anchor:", s) for s in anchors]
+    for tag, source in tagged:
+        h.update(f"{tag}{source.kind}:{source.format}:{source.suite or ''}\0".encode())
         if source.path is not None:
             _hash_file(h, source.path)
             scripts = source.path.parent.parent / "scripts" / source.path.stem

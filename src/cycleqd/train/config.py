@@ -28,6 +28,11 @@ class TrainConfig(BaseModel):
     seed: model init of the adapters, data generation and data order.
     n_train: suites: train samples generated per suite; files: first n samples (None = all).
     warmup_ratio, weight_decay, max_grad_norm: the optimizer schedule.
+    anchor_weight: weight of the KL divergence from the base on the anchor conversations (other
+        skills' data given to ``train_expert(anchors=...)``; 0: plain fine-tuning, the paper's).
+        It keeps an expert's behaviour on other skills' prompts at the base's, so task vectors
+        add with less interference (see ``loop``). LoRA only.
+    anchor_batch: anchor conversations per optimizer step.
     precision: matmul precision of training: ``bfloat16`` autocast (weights and optimizer stay
         float32) or ``float32``; ``auto`` is bf16 on a GPU and on CPUs with native bf16
         (about 1.5x faster steps there), float32 elsewhere. Resolved before the cache key.
@@ -53,6 +58,8 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, ge=0)
+    anchor_weight: float = Field(default=0.0, ge=0)
+    anchor_batch: int = Field(default=4, ge=1)
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     device: str = "auto"
     workers: int = Field(default=2, ge=1)
@@ -67,6 +74,9 @@ class TrainConfig(BaseModel):
         """What decides the weights (the cache key's part); environment knobs left out."""
         out = self.model_dump(exclude={"device", "workers", "db_url", "unsandboxed"})
         out["lr"] = self.peak_lr
+        if self.anchor_weight == 0:  # no anchoring: the same key as before anchors existed
+            out.pop("anchor_weight")
+            out.pop("anchor_batch")
         if self.method == "full":
             for key in ("lora_r", "lora_alpha", "lora_dropout", "target_modules"):
                 out.pop(key)

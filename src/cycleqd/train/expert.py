@@ -68,6 +68,7 @@ class TrainReport:
     data_seconds: float = 0.0
     device: str = "cpu"
     trainable_parameters: int = 0
+    anchors: list[SourceReport] = field(default_factory=list)  # other skills' data, if anchored
 
     @property
     def dropped(self) -> int:
@@ -92,6 +93,7 @@ class TrainReport:
             "cycleqd_version": cycleqd.__version__,
             "specs": [s.spec for s in self.sources],
             "sources": [asdict(s) for s in self.sources],
+            "anchors": [asdict(s) for s in self.anchors],
             "hyperparameters": self.hyperparameters,
             "seed": self.hyperparameters.get("seed"),
             "n_train": self.n_train,
@@ -113,6 +115,7 @@ class TrainReport:
             cache_key=record["cache_key"],
             skipped=skipped,
             sources=[SourceReport(**s) for s in record["sources"]],
+            anchors=[SourceReport(**s) for s in record.get("anchors", [])],
             hyperparameters=record["hyperparameters"],
             n_train=record["n_train"],
             steps=record["steps"],
@@ -149,13 +152,25 @@ def _check_base(base: Path) -> None:
 
 
 def cache_key_for(
-    base: Path, tasks: str | Path | Sequence[str | Path], config: TrainConfig
-) -> tuple[list[TrainSource], str]:
-    """The resolved sources and the expert cache key for these inputs."""
+    base: Path,
+    tasks: str | Path | Sequence[str | Path],
+    config: TrainConfig,
+    anchors: Sequence[str | Path] = (),
+) -> tuple[list[TrainSource], list[TrainSource], str]:
+    """The resolved sources and anchor sources and the expert cache key for these inputs.
+
+    Anchors count only when ``config.anchor_weight > 0`` (otherwise they change nothing).
+    """
     base = Path(base)
     _check_base(base)
     sources = [resolve_spec(s) for s in _as_specs(tasks)]
-    return sources, expert_cache_key(base, sources, config.hyperparameters())
+    kept = [resolve_spec(s) for s in anchors] if config.anchor_weight > 0 else []
+    if kept and config.method != "lora":
+        raise CycleQDError(
+            "anchor_weight > 0 needs method lora (the base's outputs come from the model with "
+            "its adapters disabled)"
+        )
+    return sources, kept, expert_cache_key(base, sources, config.hyperparameters(), kept)
 
 
 def train_expert(
@@ -166,9 +181,13 @@ def train_expert(
     *,
     force: bool = False,
     progress: bool = True,
+    anchor_specs: Sequence[str | Path] = (),
     **overrides: Any,
 ) -> TrainReport:
     """Fine-tune ``base`` on ``tasks`` (suite names or data files) and save it to ``out``.
+
+    ``anchor_specs`` (other skills' specs) are the conversations on which the expert is held to
+    the base's outputs when ``anchor_weight > 0`` (see :mod:`cycleqd.train.loop`).
 
     ``overrides`` are :class:`TrainConfig` fields (``epochs=1``...) applied over ``config``.
     Returns at once, with ``skipped=True``, when ``out/training.json`` records the same cache
@@ -181,7 +200,7 @@ def train_expert(
         precision = "bfloat16" if bf16_is_fast(device) else "float32"
         config = config.model_copy(update={"precision": precision})
     base, out = Path(base), Path(out)
-    sources, key = cache_key_for(base, tasks, config)
+    sources, anchors, key = cache_key_for(base, tasks, config, anchor_specs)
     record = read_training_record(out)
     if not force and record is not None and record.get("cache_key") == key:
         return TrainReport.from_record(out, record, skipped=True)
@@ -201,12 +220,16 @@ def train_expert(
     )
     reports: list[SourceReport] = []
     samples: list[Encoded] = []
+    anchor_reports: list[SourceReport] = []
+    anchor_samples: list[Encoded] = []
     with _progress(progress) as bar:
-        for source in sources:
+
+        def encode(source: TrainSource) -> tuple[SourceReport, list[Encoded]]:
+            """Verified conversations of ``source``, tokenised; what was dropped and why."""
             task = bar.add_task(f"data {source.label}", total=None, info="") if bar else None
 
-            def tick(done: int, total: int, task: Any = task) -> None:
-                if bar is not None:
+            def tick(done: int, total: int) -> None:
+                if bar is not None and task is not None:
                     bar.update(task, completed=done, total=total)
 
             data = build_conversations(source, options, tick)
@@ -217,18 +240,25 @@ def train_expert(
                 for c in data.conversations
             ]
             fitting = [e for e in kept if len(e.input_ids) <= config.max_len and e.n_labels]
-            reports.append(
-                SourceReport(
-                    spec=source.spec,
-                    format=source.format,
-                    samples=data.n_samples,
-                    kept=len(fitting),
-                    dropped=dict(Counter(data.dropped)),
-                    too_long=len(kept) - len(fitting),
-                    note=data.note,
-                )
+            report = SourceReport(
+                spec=source.spec,
+                format=source.format,
+                samples=data.n_samples,
+                kept=len(fitting),
+                dropped=dict(Counter(data.dropped)),
+                too_long=len(kept) - len(fitting),
+                note=data.note,
             )
+            return report, fitting
+
+        for source in sources:
+            report, fitting = encode(source)
+            reports.append(report)
             samples += fitting
+        for source in anchors:
+            report, fitting = encode(source)
+            anchor_reports.append(report)
+            anchor_samples += fitting
         if not samples:
             raise CycleQDError(
                 "no training conversation left: "
@@ -255,6 +285,8 @@ def train_expert(
             warmup_ratio=config.warmup_ratio,
             weight_decay=config.weight_decay,
             max_grad_norm=config.max_grad_norm,
+            anchor_weight=config.anchor_weight,
+            anchor_batch=config.anchor_batch,
             autocast=torch.bfloat16 if config.precision == "bfloat16" else None,
         )
         step_task = bar.add_task("train", total=None, info="") if bar else None
@@ -265,7 +297,16 @@ def train_expert(
 
         # Train the underlying HF model: peft's wrapper adds nothing to a plain forward pass.
         inner = model.get_base_model() if config.method == "lora" else model
-        losses = train_loop(inner, samples, settings, pad_id=pad_id, device=device, on_step=on_step)
+        losses = train_loop(
+            inner,
+            samples,
+            settings,
+            pad_id=pad_id,
+            device=device,
+            on_step=on_step,
+            anchors=anchor_samples,
+            reference=model.disable_adapter if config.method == "lora" else None,
+        )
 
     final = merge_lora(model) if config.method == "lora" else model
     report = TrainReport(
@@ -273,6 +314,7 @@ def train_expert(
         cache_key=key,
         skipped=False,
         sources=reports,
+        anchors=anchor_reports,
         hyperparameters=config.hyperparameters(),
         n_train=len(samples),
         steps=len(losses),
