@@ -183,3 +183,18 @@ def test_search_in_the_ties_genome_space(tmp_path: Path) -> None:
     scores = summary["expert_scores"]
     assert scores["leftright"]["leftright"] > 0.8 and scores["topbottom"]["topbottom"] > 0.8
     assert min(summary["final"]["scores"].values()) > 0.6, summary["final"]
+
+
+def test_sum_final_merge_adds_the_distinct_best_elites_in_full(tmp_path: Path) -> None:
+    from cycleqd.merging.genome import Genome
+
+    summary = cnn_search(tmp_path, crossover_kind="per_expert", final_merge="sum")
+    final = summary["final"]
+    assert final["merge"] == "sum" and final["beta"] is None
+    run = tmp_path / "run" / "individuals"
+    elites = [Genome.load(run / f"{i}.safetensors") for i in sorted(set(final["elites"]))]
+    merged = Genome.load(run / "final.safetensors")
+    assert not merged.dense
+    for name, coeffs in merged.coeffs.items():
+        torch.testing.assert_close(coeffs, sum(e.coeffs[name] for e in elites))
+    assert final["chosen"] == "merge" and final["scores"] == final["merge_scores"]

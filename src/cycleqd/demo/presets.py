@@ -44,7 +44,7 @@ class Preset:
     # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
     crossover: str = "linear"
     final_model: str = "merge"
-    final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's) or ties
+    final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's), ties or sum
     signed_mutation: bool = False  # ``search.mutation.signed``
     basis_kind: str = "svd"  # ``basis.kind``
     combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
@@ -57,18 +57,21 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
-    # experts at 0.125 on validation, too weak for any merge to show anything. The search runs
-    # in the TIES genome space (``basis.combine: ties``): on the 32-sample validation splits the
-    # three experts' task vectors added at full strength scored 0.250, halved 0.354, with DB at
-    # half 0.323, and TIES-merged 0.427 (benchmarks/interference_probe.py), so children there
-    # start from the best fixed merge instead of a broken sum. Crossover merges per expert slice
+    # experts at 0.125 on validation, too weak for any merge to show anything. Experts are
+    # anchored (``anchor_weight``: a KL to the base on the other skills' conversations while
+    # each trains): plain experts interfered, their task vectors added in full scoring 0.250 on
+    # the 32-sample validation splits against 0.427 for their TIES merge; anchored ones keep
+    # their own scores (0.75 / 0.66 / 0.56) and added in full score 0.656 / 0.469 / 0.563
+    # (0.562), above their TIES merge (0.438; benchmarks/interference_probe.py). So the search
+    # runs in the paper's genome space (``combine: sum``) and the final merge adds the
+    # archives' best elites in full (``final_merge: sum``). Crossover merges per expert slice
     # (the paper's average of two single-skill experts halves both skills), mutation draws a
-    # signed SVD step (so a direction can also shrink), the archives' best elites are merged
-    # with TIES and the better of that merge and the best elite on validation is kept
-    # (``final_model: best_of``). Children are evaluated one at a time: on a 2-core CPU shared
-    # forward passes were slower (0.62x at K=4, README), and 48 rows already fill a batch.
-    # 48 test samples per task give the table's intervals; 32 validation samples per task
-    # (the previous 16 could not tell 0.354 from 0.427) cost ten generations instead of 12.
+    # signed SVD step (so a direction can also shrink), and the better of the final merge and
+    # the best elite on validation is kept (``final_model: best_of``). Children are evaluated
+    # one at a time: on a 2-core CPU shared forward passes were slower (0.62x at K=4, README),
+    # and 48 rows already fill a batch. 48 test samples per task give the table's intervals;
+    # 32 validation samples per task (16 could not tell 0.354 from 0.427) cost ten generations
+    # instead of 12.
     "cpu": Preset(
         name="cpu",
         n_train=192,
@@ -80,11 +83,11 @@ PRESETS: dict[str, Preset] = {
         train_epochs=1,
         batch_size=48,
         real_limit=10,
+        anchor_weight=1.0,
         crossover="per_expert",
         final_model="best_of",
-        final_merge="ties",
+        final_merge="sum",
         signed_mutation=True,
-        combine="ties",
     ),
     "full": Preset(
         name="full",
@@ -121,6 +124,7 @@ PRESETS: dict[str, Preset] = {
         children_per_batch=2,
         population="on",  # the plumbing test checks the shared path, whatever the timings
         final_merge="ties",
+        anchor_weight=1.0,  # the plumbing test checks that experts are anchored
     ),
 }
 
