@@ -65,6 +65,17 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert {"expert: code", "expert: os", "expert: db", "fine-tune: all data"} <= set(names)
     assert any(n.startswith("merge: ") for n in names)
     out = settings.out
+    # each expert is anchored to the base on the other two skills' training files; the all-data
+    # fine-tune, trained on all three, has no anchors
+    experts = settings.experts_cache / "mini"
+    record = json.loads((experts / "expert-os" / "training.json").read_text())
+    assert record["hyperparameters"]["anchor_weight"] == 1.0
+    assert sorted(Path(a["spec"]).name for a in record["anchors"]) == [
+        "code-mini-train.jsonl",
+        "db-mini-train.jsonl",
+    ]
+    all_data = json.loads((experts / "all-data" / "training.json").read_text())
+    assert all_data["anchors"] == [] and "anchor_weight" not in all_data["hyperparameters"]
     table = json.loads((out / "table.json").read_text())
     assert table["tasks"] == ["code", "os", "db"]
     for row in table["test"]:

@@ -472,6 +472,8 @@ def train_expert_cmd(
     """Fine-tune an expert on gold trajectories (loss on assistant replies only)."""
     from cycleqd.train import TrainConfig, train_expert
 
+    if anchor_weight > 0 and not anchor:
+        raise CycleQDError("--anchor-weight needs at least one --anchor (another skill's data)")
     config = TrainConfig(
         method=method,
         epochs=epochs,

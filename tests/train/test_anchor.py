@@ -176,3 +176,20 @@ def test_anchoring_a_full_fine_tune_is_a_user_error(
             **{**LORA, "method": "full", "anchor_weight": 1.0},
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_anchor_weight_without_anchors_is_a_user_error(tiny_base: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    args = ["train-expert", "--base", str(tiny_base), "--task", "code-mini"]
+    args += ["--out", str(tmp_path / "e"), "--anchor-weight", "1.0"]
+    res = subprocess.run(
+        [sys.executable, "-m", "cycleqd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "--anchor-weight needs at least one --anchor" in res.stdout + res.stderr
+    assert not (tmp_path / "e").exists()

@@ -31,7 +31,7 @@ def train_cached(
         out,
         epochs=preset.train_epochs,
         lr=preset.train_lr,
-        anchor_weight=preset.anchor_weight,
+        anchor_weight=preset.anchor_weight if anchors else 0.0,  # all-data: nothing to anchor
         anchor_specs=[str(f) for f in anchors],
         max_len=preset.train_max_len,
         n_train=None,
