@@ -131,13 +131,14 @@ class SearchConfig(StrictModel):
         description="merge: the paper's softmax merge of each archive's best elite. best_of: that "
         "merge or an archived individual, whichever has the best mean validation score.",
     )
-    final_merge: Literal["softmax", "ties", "sum"] = Field(
+    final_merge: Literal["softmax", "ties", "assemble"] = Field(
         default="softmax",
         description="How the final merge combines each archive's best elite. softmax: the paper's "
         "weights softmax(quality / final_temperature). ties: mergekit's TIES over the distinct "
         "elites' task vectors (trim to final_density, elect signs, average agreeing entries). "
-        "sum: the distinct elites' task vectors added in full (task arithmetic at weight 1), "
-        "for experts whose task vectors do not interfere (anchored experts).",
+        "assemble: each expert's slice of the genome from the best elite of its task's archive, "
+        "in full (task arithmetic at weight 1 when those elites are the experts), for experts "
+        "whose task vectors do not interfere (anchored experts).",
     )
     final_density: float = Field(
         default=0.5, gt=0.0, le=1.0, description="Share of each task vector TIES keeps."

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cycleqd.merging.aggregate import final_genome, softmax_weights, ties_genome
+from cycleqd.merging.aggregate import (
+    assemble_genome,
+    final_genome,
+    softmax_weights,
+    ties_genome,
+)
 from cycleqd.merging.basis import as_matrix, build_basis
 from cycleqd.merging.crossover import crossover, layer_of
 from cycleqd.merging.genome import combine, expert_genome, task_vector
@@ -169,6 +174,38 @@ def test_final_merge_is_softmax_weighted_task_arithmetic() -> None:
     for name in basis.names:
         expected = sum(b * taus[f"x{e}"][name] for e, b in enumerate(beta))
         assert close(task_vector(basis, genome, name), expected)
+
+
+def test_assemble_takes_each_experts_slice_from_its_archives_best_elite() -> None:
+    _, _, taus, basis = setup()
+    x = [expert_genome(basis, e) for e in range(3)]
+    # archive 1's best elite is a child carrying expert 0 at 0.5 and expert 1 at 1.2: only its
+    # expert-1 part enters, so expert 0 comes once, from archive 0's elite (adding the elites
+    # would give 1.5 tau_0)
+    child = combine([x[0], x[1]], [0.5, 1.2])
+    genome = assemble_genome(basis, [x[0], child, x[2]], [0, 1, 2])
+    for name in basis.names:
+        expected = taus["x0"][name] + 1.2 * taus["x1"][name] + taus["x2"][name]
+        assert close(task_vector(basis, genome, name), expected), name
+    # the experts themselves: task arithmetic at weight 1
+    plain = assemble_genome(basis, x, [0, 1, 2])
+    for name in basis.names:
+        assert close(task_vector(basis, plain, name), sum(taus[f"x{e}"][name] for e in range(3)))
+
+
+def test_assemble_averages_an_expert_served_twice_and_one_served_by_no_archive() -> None:
+    _, _, taus, basis = setup()
+    x = [expert_genome(basis, e) for e in range(3)]
+    a = combine([x[0]], [0.8])
+    b = combine([x[0], x[1]], [1.0, 0.6])
+    # archives 0 and 1 both serve expert 0; expert 1 is served by none: the mean of its part
+    # over the distinct elites (0, 0.6 and 0) -> 0.2
+    genome = assemble_genome(basis, [a, b, x[2]], [0, 0, 2])
+    for name in basis.names:
+        expected = 0.9 * taus["x0"][name] + 0.2 * taus["x1"][name] + taus["x2"][name]
+        assert close(task_vector(basis, genome, name), expected), name
+    with pytest.raises(ValueError, match="one best elite per archive"):
+        assemble_genome(basis, [a, b], [0, 1, 2])
 
 
 def _ties_by_hand(taus: list[torch.Tensor], density: float) -> torch.Tensor:

@@ -44,7 +44,7 @@ class Preset:
     # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
     crossover: str = "linear"
     final_model: str = "merge"
-    final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's), ties or sum
+    final_merge: str = "softmax"  # ``search.final_merge``: softmax (the paper's), ties, assemble
     signed_mutation: bool = False  # ``search.mutation.signed``
     basis_kind: str = "svd"  # ``basis.kind``
     combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
@@ -63,8 +63,9 @@ PRESETS: dict[str, Preset] = {
     # the 32-sample validation splits against 0.427 for their TIES merge; anchored ones keep
     # their own scores (0.75 / 0.66 / 0.56) and added in full score 0.656 / 0.469 / 0.563
     # (0.562), above their TIES merge (0.438; benchmarks/interference_probe.py). So the search
-    # runs in the paper's genome space (``combine: sum``) and the final merge adds the
-    # archives' best elites in full (``final_merge: sum``). Crossover merges per expert slice
+    # runs in the paper's genome space (``combine: sum``) and the final merge takes each
+    # expert's slice from its archive's best elite in full (``final_merge: assemble``: the
+    # experts' sum when those elites are the experts). Crossover merges per expert slice
     # (the paper's average of two single-skill experts halves both skills), mutation draws a
     # signed SVD step (so a direction can also shrink), and the better of the final merge and
     # the best elite on validation is kept (``final_model: best_of``). Children are evaluated
@@ -86,7 +87,7 @@ PRESETS: dict[str, Preset] = {
         anchor_weight=1.0,
         crossover="per_expert",
         final_model="best_of",
-        final_merge="sum",
+        final_merge="assemble",
         signed_mutation=True,
     ),
     "full": Preset(

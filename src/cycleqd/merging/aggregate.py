@@ -11,6 +11,14 @@ best elites are specialists, and where their task vectors overlap, the softmax m
 up to full strength each, which is where the demo's skills interfered; TIES trims and resolves
 that overlap entry by entry. The merge is not a combination of basis directions, so it is stored
 as the genome's dense delta (materialised like any other genome, evaluated one model at a time).
+
+``assemble``: each expert's slice of the genome is taken, in full, from the best elite of the
+archive whose task that expert serves. Where the best elites are the experts this is task
+arithmetic at weight 1 (their task vectors added in full), the right merge for experts that do
+not interfere (anchored experts); unlike adding the elites, a best elite that is itself a child
+carrying two experts' slices gives only its own task's slice, so no expert is counted twice
+(adding them did exactly that in the demo's first anchored run: code 0.50 on validation against
+the code expert's 0.75).
 """
 
 from __future__ import annotations
@@ -62,4 +70,40 @@ def ties_genome(
         for name in basis.names
     }
     coeffs = {name: torch.zeros_like(c) for name, c in elites[0].coeffs.items()}
+    return Genome(coeffs=coeffs, dense=dense)
+
+
+def assemble_genome(basis: ExpertBasis, elites: list[Genome], task_experts: list[int]) -> Genome:
+    """Each expert's slice from the best elite of its task's archive (``elites[t]``), in full.
+
+    ``task_experts[t]`` is the expert archive ``t`` serves. An expert served by several archives
+    gets the mean of their elites' slices; one served by none the mean over all distinct elites.
+    Dense deltas (operators that leave the basis) are averaged over the distinct elites.
+    """
+    if len(elites) != len(task_experts) or not elites:
+        raise ValueError("assemble_genome needs one best elite per archive")
+    distinct = list({id(g): g for g in elites}.values())
+
+    def sources(expert: int) -> list[Genome]:
+        mine = [g for g, e in zip(elites, task_experts, strict=True) if e == expert]
+        return mine or distinct
+
+    coeffs: dict[str, torch.Tensor] = {}
+    for name, matrix in basis.matrices.items():
+        c = torch.zeros_like(elites[0].coeffs[name])
+        for expert in range(len(basis.experts)):
+            part = matrix.slice(expert)
+            given = sources(expert)
+            c[part] = sum(g.coeffs[name][part] for g in given) / len(given)
+        coeffs[name] = c
+    for name in basis.vectors:
+        c = torch.zeros_like(elites[0].coeffs[name])
+        for expert in range(len(basis.experts)):
+            given = sources(expert)
+            c[expert] = sum(g.coeffs[name][expert] for g in given) / len(given)
+        coeffs[name] = c
+    dense: dict[str, torch.Tensor] = {}
+    for name in sorted({k for g in distinct for k in g.dense}):
+        parts = [g.dense[name] for g in distinct if name in g.dense]
+        dense[name] = sum(parts[1:], parts[0]) / len(distinct)
     return Genome(coeffs=coeffs, dense=dense)

@@ -25,10 +25,15 @@ import numpy as np
 import torch
 
 from cycleqd.errors import CycleQDError
-from cycleqd.merging.aggregate import final_genome, softmax_weights, ties_genome
+from cycleqd.merging.aggregate import (
+    assemble_genome,
+    final_genome,
+    softmax_weights,
+    ties_genome,
+)
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.crossover import crossover
-from cycleqd.merging.genome import Genome, base_genome, combine, expert_genome
+from cycleqd.merging.genome import Genome, base_genome, expert_genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
 from cycleqd.search.archive import TaskArchive
@@ -57,7 +62,7 @@ class SearchSettings:
     mutation_std: float = 3e-4
     final_temperature: float = 1.0
     final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
-    final_merge: str = "softmax"  # "ties" or "sum": how the archives' best elites are merged
+    final_merge: str = "softmax"  # "ties" or "assemble": how the archives' best elites merge
     final_density: float = 0.5  # TIES: share of each elite's task vector kept
     combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
     combine_density: float = 0.5
@@ -390,7 +395,7 @@ class CycleQD:
         return _below(scores, self.state.get("constraint_floors") or {})
 
     def _final(self) -> None:
-        """Merge the best elite of each archive (``final_merge``: softmax, TIES or sum); evaluate.
+        """Merge each archive's best elite (``final_merge``: softmax, TIES, assemble); evaluate.
 
         With ``final_model: best_of`` an archived individual whose mean validation score beats
         the merge's is the final model instead: every elite was already scored on every task, so
@@ -401,11 +406,9 @@ class CycleQD:
         self.progress({"phase": "final"})
         bests = [a.best() for a in self.archives]
         qualities = [b.quality for b in bests]
-        if self.settings.final_merge == "sum":
-            distinct = sorted({b.id for b in bests})
-            genome = combine(
-                [self.store.load_individual(i) for i in distinct], [1.0] * len(distinct)
-            )
+        if self.settings.final_merge == "assemble":
+            loaded = {i: self.store.load_individual(i) for i in {b.id for b in bests}}
+            genome = assemble_genome(self.basis, [loaded[b.id] for b in bests], self.task_experts)
         elif self.settings.final_merge == "ties":
             distinct = sorted({b.id for b in bests})
             genome = ties_genome(
