@@ -6,7 +6,7 @@ Stages (each timed; the timings go into the report):
 2. data: the ``code-mini``, ``os-mini`` and ``db-mini`` train / validation / test splits;
 3. experts: one LoRA expert per skill on its train split (cached by their inputs), plus the
    paper's all-data fine-tuning baseline;
-4. merges: linear, task arithmetic, TIES and DARE baselines through mergekit;
+4. merges: linear, task arithmetic (weights 1/3 and 1), TIES and DARE baselines through mergekit;
 5. search: CycleQD on the *validation* splits (selection never sees test data);
 6. test: every model on the held-out *test* splits, and on MMLU questions for the language
    column (general ability a merge of agent experts can lose): the table;
@@ -41,6 +41,7 @@ LANGUAGE = "language"  # the table's column of general language ability (MMLU)
 MERGE_LABELS = {
     "linear": "merge: linear",
     "task_arithmetic": "merge: task arithmetic",
+    "task_arithmetic_full": "merge: task arithmetic (weight 1)",
     "ties": "merge: TIES",
     "dare_ties": "merge: DARE-TIES",
     "dare_linear": "merge: DARE-linear",
@@ -147,19 +148,23 @@ class Demo:
         for method in self.p.merges:
             target = self.out / "baselines" / method
             params: dict[str, Any] = {}
+            mergekit_method = method
             if method in ("ties", "dare_ties", "dare_linear"):
                 params = {"density": 0.5, "weight": 1.0}
             if method == "dare_ties" or method == "dare_linear":
                 params["seed"] = self.p.seed
             if method == "task_arithmetic":
                 params = {"weight": 1.0 / len(experts)}
-            key, key_file = merge_key(method, params, models), target.parent / f"{method}.key"
+            if method == "task_arithmetic_full":  # every task vector added in full
+                mergekit_method, params = "task_arithmetic", {"weight": 1.0}
+            key = merge_key(mergekit_method, params, models)
+            key_file = target.parent / f"{method}.key"
             stored = key_file.read_text().strip() if key_file.is_file() else None
             if stored == key and (target / "config.json").is_file():
                 self.say(f"  {method}: reused (same experts, parameters and code)")
             else:
                 key_file.unlink(missing_ok=True)
-                merge(method, base, list(experts.values()), target, params, overwrite=True)
+                merge(mergekit_method, base, list(experts.values()), target, params, overwrite=True)
                 atomic_write_text(key_file, key + "\n")
             out[method] = target
         return out

@@ -40,7 +40,15 @@ class Preset:
     batch_size: int = 16
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)
     real_limit: int | None = 30
-    merges: tuple[str, ...] = ("linear", "task_arithmetic", "ties", "dare_ties")
+    # task_arithmetic adds the task vectors at weight 1/3 each, task_arithmetic_full at 1 (the
+    # sum, which anchored experts are trained to survive)
+    merges: tuple[str, ...] = (
+        "linear",
+        "task_arithmetic",
+        "task_arithmetic_full",
+        "ties",
+        "dare_ties",
+    )
     # the search's operators (config ``search.crossover.kind`` and ``search.final_model``)
     crossover: str = "linear"
     final_model: str = "merge"
