@@ -28,8 +28,9 @@ class TrainConfig(BaseModel):
     seed: model init of the adapters, data generation and data order.
     n_train: suites: train samples generated per suite; files: first n samples (None = all).
     warmup_ratio, weight_decay, max_grad_norm: the optimizer schedule.
-    anchor_weight: weight of the KL divergence from the base on the anchor conversations (other
-        skills' data given to ``train_expert(anchors=...)``; 0: plain fine-tuning, the paper's).
+    anchor_weight: weight of the KL divergence from the base on the anchor conversations (the
+        other skills' data, ``train_expert(anchor_specs=...)``; 0: plain fine-tuning, the
+        paper's).
         It keeps an expert's behaviour on other skills' prompts at the base's, so task vectors
         add with less interference (see ``loop``). LoRA only.
     anchor_batch: anchor conversations per optimizer step.
