@@ -1,9 +1,9 @@
 """Sizes of the demo: how many samples, generations and tokens each stage gets.
 
 The demo's cost is generation, so every knob that multiplies it is here and nowhere else. ``cpu``
-is sized for a 2-core machine (measured there: 24 minutes of expert training on a first run, about
-25 minutes per search, about 4.5 minutes per model's test and language evaluation, see the README;
-over the 45-minute goal);
+is sized for a 2-core machine (measured there: about 31 minutes of training on a first run, the
+three anchored experts and the all-data fine-tune; about 18 minutes per search; about 4 minutes
+per model's test and language evaluation, see the README; over the 45-minute goal);
 ``full`` is for a GPU; ``mini`` is the CI miniature on tiny models (it checks the plumbing, not
 the result).
 """
