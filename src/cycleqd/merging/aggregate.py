@@ -84,22 +84,21 @@ def assemble_genome(basis: ExpertBasis, elites: list[Genome], task_experts: list
         raise ValueError("assemble_genome needs one best elite per archive")
     distinct = list({id(g): g for g in elites}.values())
 
-    def sources(expert: int) -> list[Genome]:
-        mine = [g for g, e in zip(elites, task_experts, strict=True) if e == expert]
-        return mine or distinct
-
+    # the elites each expert's slice comes from, found once for every tensor
+    sources = [
+        [g for g, e in zip(elites, task_experts, strict=True) if e == expert] or distinct
+        for expert in range(len(basis.experts))
+    ]
     coeffs: dict[str, torch.Tensor] = {}
     for name, matrix in basis.matrices.items():
         c = torch.zeros_like(elites[0].coeffs[name])
-        for expert in range(len(basis.experts)):
+        for expert, given in enumerate(sources):
             part = matrix.slice(expert)
-            given = sources(expert)
             c[part] = sum(g.coeffs[name][part] for g in given) / len(given)
         coeffs[name] = c
     for name in basis.vectors:
         c = torch.zeros_like(elites[0].coeffs[name])
-        for expert in range(len(basis.experts)):
-            given = sources(expert)
+        for expert, given in enumerate(sources):
             c[expert] = sum(g.coeffs[name][expert] for g in given) / len(given)
         coeffs[name] = c
     dense: dict[str, torch.Tensor] = {}
