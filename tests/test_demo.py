@@ -122,6 +122,12 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert paper["final"]["merge"] == "softmax" and paper["basis_kind"] == "svd"
     tsv = json.loads((out / "ablation-paper-basis-kind-tsv" / "state.json").read_text())
     assert tsv["basis_kind"] == "tsv" and tsv["final"]["merge"] == "softmax"
+    # the variants that differ from a finished search only in the final stage copy its archives
+    # (the mini preset itself is the paper's search with a TIES final merge)
+    derived = [m.split(":")[0].strip() for m in messages if ": derived (" in m]
+    assert derived == ["ablation-paper-s-operators", "ablation-paper-search-final-merge-ties"]
+    paper_metrics = (out / "ablation-paper-s-operators" / "metrics.jsonl").read_text()
+    assert paper_metrics == (out / "cycleqd" / "metrics.jsonl").read_text()
     for row in ablation.values():
         assert set(row["scores"]) == {"code", "os", "db"}
         assert 0.0 <= row["validation_average"] <= 1.0

@@ -18,7 +18,7 @@ from helpers import base_config
 from safetensors.torch import load_file
 
 from cycleqd.config import load_config
-from cycleqd.search.run import run_key, start_or_resume_run, start_run
+from cycleqd.search.run import run_key, search_key, start_or_resume_run, start_run
 
 GENERATIONS = 30
 
@@ -152,3 +152,43 @@ def test_start_or_resume_run_reuses_resumes_or_starts_by_run_key(
     content = weights.read_bytes()
     weights.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
     assert run_key(load_config(data=moved)) != key
+
+
+def test_a_final_stage_variant_derives_from_a_finished_search(family: dict, tmp_path: Path) -> None:
+    """A run that differs from a finished one only in its final stage copies that search and
+    ends exactly as the same config run from scratch; another seed is a new search."""
+    data = base_config(family, tmp_path, generations=6)
+    data["search"]["plot_every"] = 0
+    source = tmp_path / "paper"
+    start_or_resume_run(load_config(data=data), source)
+    search = {**data["search"], "final_merge": "ties", "final_model": "best_of"}
+    variant = load_config(data={**data, "search": search})
+    assert search_key(variant) == search_key(load_config(data=data))
+    assert run_key(variant) != run_key(load_config(data=data))
+
+    heard: list[str] = []
+    events: list[dict] = []
+    derived, how = start_or_resume_run(
+        variant,
+        tmp_path / "derived",
+        announce=heard.append,
+        progress=events.append,
+        share=[tmp_path / "missing", source],
+    )
+    assert how == "derived" and heard == ["derived"]
+    assert not [e for e in events if e.get("phase") in ("seeding", "search")]
+    assert [e["phase"] for e in events if e.get("phase") == "final"] == ["final"]
+    scratch = start_run(variant, tmp_path / "scratch")
+    assert derived["final"] == {**scratch["final"], "model": derived["final"]["model"]}
+    assert archives(tmp_path / "derived") == archives(tmp_path / "scratch")
+    ours = load_file(str(tmp_path / "derived" / "individuals" / "final.safetensors"))
+    ref = load_file(str(tmp_path / "scratch" / "individuals" / "final.safetensors"))
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)
+    assert (tmp_path / "derived" / "run_key").read_text().strip() == run_key(variant)
+    # the derived run is an ordinary run of its own key: a rerun reuses it
+    _, how = start_or_resume_run(variant, tmp_path / "derived", share=[source])
+    assert how == "reused"
+
+    other_seed = load_config(data={**data, "seed": 1, "search": search})
+    _, how = start_or_resume_run(other_seed, tmp_path / "seed1", share=[source])
+    assert how == "new"

@@ -77,6 +77,9 @@ class Demo:
         self.say = say or (lambda message: None)
         self.timings: dict[str, float] = {}
         self.out = settings.out
+        # finished searches of this demo: a later one that differs only in its final stage (the
+        # ablation's final-merge and best_of variants) copies their archives instead of searching
+        self.searched: list[Path] = []
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -232,8 +235,13 @@ class Demo:
                 self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
 
         summary, _ = start_or_resume_run(
-            load_config(data=config), run_dir, progress=progress, announce=announce
+            load_config(data=config),
+            run_dir,
+            progress=progress,
+            announce=announce,
+            share=self.searched,
         )
+        self.searched.append(run_dir)
         return run_dir, summary
 
     def evaluate(
@@ -749,6 +757,7 @@ def _markdown(
 _RUN_STARTS = {
     "reused": "a finished run of the same config, models, data and code",
     "resumed": "an interrupted run of the same inputs goes on from its last generation",
+    "derived": "the archives of a finished search that differs only in its final stage",
 }
 
 

@@ -7,11 +7,12 @@ itself (``loop.py``) works on any model and any task.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from cycleqd.config import RunConfig, dump_config, load_config
+from cycleqd.config import RunConfig, SearchConfig, dump_config, load_config
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
 from cycleqd.merging.genome import Genome
@@ -214,7 +215,72 @@ def run_key(config: RunConfig) -> str:
     return h.hexdigest()
 
 
-RunStart = Literal["new", "resumed", "reused"]
+# The settings that only decide the final stage (which merge of the archives' best elites, or
+# which elite, becomes the final model): nothing before it reads them.
+FINAL_STAGE_SETTINGS = ("final_model", "final_merge", "final_density", "final_temperature")
+
+
+def search_key(config: RunConfig) -> str:
+    """:func:`run_key` of ``config`` with the final stage's settings at their defaults.
+
+    Why: two runs with equal search keys evaluate the same children into the same archives
+    (the final stage runs after the last generation and draws nothing from the seed), so one
+    finished search can serve several final stages, as the demo's ablation needs.
+    """
+    defaults = {k: SearchConfig.model_fields[k].default for k in FINAL_STAGE_SETTINGS}
+    search = config.search.model_copy(update=defaults)
+    return run_key(config.model_copy(update={"search": search}))
+
+
+RunStart = Literal["new", "resumed", "reused", "derived"]
+
+
+def _finished_search(source: Path, key: str) -> RunStore | None:
+    """``source`` as a store if it is a run of current code whose generations all finished and
+    whose search key is ``key``; else None (anything unreadable counts as no)."""
+    store = RunStore(source)
+    try:
+        if not store.config_path.is_file():
+            return None
+        config = load_config(store.config_path)
+        state = store.load_state()
+    except CycleQDError:
+        return None
+    if state is None or state.get("phase") not in ("search", "done"):
+        return None
+    if int(state.get("generations_done", -1)) < config.search.generations:
+        return None
+    if store.read_key() != run_key(config) or search_key(config) != key:
+        return None  # another search, or one made by other code or from other files
+    return store
+
+
+def _derive_run(
+    source: RunStore, config: RunConfig, out: Path, key: str, progress: ProgressFn | None
+) -> dict[str, Any]:
+    """A run in ``out`` whose search is ``source``'s, with ``config``'s own final stage.
+
+    The archives, genomes and metrics are copied and the state is put back to the end of the
+    search, so resuming it runs only the final stage (the merge is evaluated on validation once).
+    """
+    state = source.load_state()
+    assert state is not None  # checked by _finished_search
+    state.pop("final", None)
+    state.pop("format", None)
+    state["phase"] = "search"
+    store = RunStore(out)
+    session = _session(config, progress)  # validate everything before touching the directory
+    store.create(dump_config(config), force=True)
+    shutil.copytree(
+        source.root / "individuals",
+        store.root / "individuals",
+        ignore=shutil.ignore_patterns("final.safetensors", ".*"),
+    )
+    if source.metrics_path.is_file():
+        shutil.copy2(source.metrics_path, store.metrics_path)
+    store.commit(state)
+    store.write_key(key)
+    return _search(session, store, progress)
 
 
 def start_or_resume_run(
@@ -223,14 +289,17 @@ def start_or_resume_run(
     *,
     progress: ProgressFn | None = None,
     announce: Callable[[RunStart], None] | None = None,
+    share: Sequence[Path] = (),
 ) -> tuple[dict[str, Any], RunStart]:
     """Continue the run in ``out`` if it has ``config``'s :func:`run_key`, else start afresh.
 
     Returns the summary and how it was obtained: ``reused`` (that run had finished: nothing is
     evaluated again), ``resumed`` (it was interrupted: it goes on from its last committed
-    generation) or ``new`` (no run, another key, or an unreadable state: the directory is
-    replaced); ``announce`` hears which before any work starts. Why: the demo's searches take
-    most of its time; a rerun, or a run restarted after a kill, should not redo them.
+    generation), ``derived`` (a run in ``share`` had finished the same search, by
+    :func:`search_key`: its archives are copied and only the final stage runs) or ``new`` (no
+    run, another key, or an unreadable state: the directory is replaced); ``announce`` hears
+    which before any work starts. Why: the demo's searches take most of its time; a rerun, a run
+    restarted after a kill, or an ablation of the final stage should not redo them.
     """
     key = run_key(config)
     store = RunStore(out)
@@ -244,6 +313,14 @@ def start_or_resume_run(
             if announce is not None:
                 announce(how)
             return resume_run(out, progress=progress), how
+    if share:
+        wanted = search_key(config)
+        for source in share:
+            found = _finished_search(source, wanted)
+            if found is not None and found.root.resolve() != store.root.resolve():
+                if announce is not None:
+                    announce("derived")
+                return _derive_run(found, config, out, key, progress), "derived"
     if announce is not None:
         announce("new")
     return start_run(config, out, force=True, progress=progress, key=key), "new"
