@@ -28,6 +28,7 @@ def validation_config(
     experts_cache: Path | None = None,
     train_lr: float | None = None,
     anchor_weight: float | None = None,
+    train_epochs: int | None = None,
 ) -> tuple[Any, Any]:
     """A run config over the demo's validation splits (written under ``out``) and the preset."""
     from cycleqd.config import load_config
@@ -41,6 +42,8 @@ def validation_config(
         chosen = dataclasses.replace(chosen, train_lr=train_lr)
     if anchor_weight is not None:
         chosen = dataclasses.replace(chosen, anchor_weight=anchor_weight)
+    if train_epochs is not None:
+        chosen = dataclasses.replace(chosen, train_epochs=train_epochs)
     settings = DemoSettings(out=out, preset=chosen, engine_dtype=dtype, experts_cache=experts_cache)
     demo = Demo(settings, say=say)
     base = demo.model()

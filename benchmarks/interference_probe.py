@@ -73,6 +73,9 @@ def main() -> None:
         default=None,
         help="experts trained here are anchored to the base on the other skills' data",
     )
+    parser.add_argument(
+        "--train-epochs", type=int, default=None, help="epochs of experts trained here"
+    )
     args = parser.parse_args()
 
     from demo_inputs import say, validation_config
@@ -94,6 +97,7 @@ def main() -> None:
                 experts_cache=args.experts_cache,
                 train_lr=args.train_lr,
                 anchor_weight=args.anchor_weight,
+                train_epochs=args.train_epochs,
             )
             session = Session(config)
             basis = session.basis
