@@ -161,6 +161,14 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a key: --set search.generations=50")
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing run directory.")] = False,
+    search_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="A finished run whose config differs from this one only in the final stage "
+            "(search.final_model, final_merge, final_density, final_temperature): its archives "
+            "are copied and only this config's final stage runs."
+        ),
+    ] = None,
 ) -> None:
     """Run a CycleQD search from a config."""
     from cycleqd.config import load_config
@@ -169,13 +177,20 @@ def run(
     cfg = load_config(config, overrides=set_ or [])
     run_dir = out or Path("runs") / config.stem
     RunStore(run_dir).ensure_new(force=force)  # before loading torch: a fast, clean refusal
-    from cycleqd.search.run import start_run
+    from cycleqd.search.run import derive_run, start_run
 
     started = time.perf_counter()
-    summary = _run_with_progress(
-        cfg.search.generations,
-        lambda p: start_run(cfg, run_dir, force=force, progress=p),
-    )
+    if search_from is not None:
+        source = search_from
+        summary = _run_with_progress(
+            cfg.search.generations,
+            lambda p: derive_run(cfg, run_dir, source, force=force, progress=p),
+        )
+    else:
+        summary = _run_with_progress(
+            cfg.search.generations,
+            lambda p: start_run(cfg, run_dir, force=force, progress=p),
+        )
     _print_summary(summary, run_dir)
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory: {run_dir}")
 

@@ -17,8 +17,8 @@ import yaml
 from helpers import base_config
 from safetensors.torch import load_file
 
-from cycleqd.config import load_config
-from cycleqd.search.run import run_key, search_key, start_or_resume_run, start_run
+from cycleqd.config import dump_config, load_config
+from cycleqd.search.run import run_key, search_config, start_or_resume_run, start_run
 
 GENERATIONS = 30
 
@@ -163,7 +163,8 @@ def test_a_final_stage_variant_derives_from_a_finished_search(family: dict, tmp_
     start_or_resume_run(load_config(data=data), source)
     search = {**data["search"], "final_merge": "ties", "final_model": "best_of"}
     variant = load_config(data={**data, "search": search})
-    assert search_key(variant) == search_key(load_config(data=data))
+    same = dump_config(search_config(load_config(data=data)))
+    assert dump_config(search_config(variant)) == same
     assert run_key(variant) != run_key(load_config(data=data))
 
     heard: list[str] = []
@@ -192,3 +193,32 @@ def test_a_final_stage_variant_derives_from_a_finished_search(family: dict, tmp_
     other_seed = load_config(data={**data, "seed": 1, "search": search})
     _, how = start_or_resume_run(other_seed, tmp_path / "seed1", share=[source])
     assert how == "new"
+
+
+def test_cli_run_search_from_a_finished_run(family: dict, tmp_path: Path) -> None:
+    """`cycleqd run --search-from RUN` runs only the final stage on RUN's archives; a run that
+    is another search, or no run, is refused with a one-line reason and exit code 2."""
+    data = base_config(family, tmp_path, generations=4)
+    data["search"]["plot_every"] = 0
+    source = tmp_path / "paper"
+    start_run(load_config(data=data), source)
+    variant = {**data, "search": {**data["search"], "final_merge": "assemble"}}
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(variant))
+
+    proc = launch("run", str(path), "--out", str(tmp_path / "cli"), "--search-from", str(source))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    state = json.loads((tmp_path / "cli" / "state.json").read_text())
+    assert state["final"]["merge"] == "assemble"
+    assert state["archives"] == archives(source)
+    assert (tmp_path / "cli" / "metrics.jsonl").read_text() == (
+        source / "metrics.jsonl"
+    ).read_text()
+
+    path.write_text(yaml.safe_dump({**variant, "seed": 3}))
+    for where, reason in ((source, "another search"), (tmp_path, "not a cycleqd run")):
+        proc = launch("run", str(path), "--out", str(tmp_path / "no"), "--search-from", str(where))
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 2 and reason in err, err
+        assert not (tmp_path / "no").exists()  # nothing written for a refused source

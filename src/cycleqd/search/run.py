@@ -220,38 +220,55 @@ def run_key(config: RunConfig) -> str:
 FINAL_STAGE_SETTINGS = ("final_model", "final_merge", "final_density", "final_temperature")
 
 
-def search_key(config: RunConfig) -> str:
-    """:func:`run_key` of ``config`` with the final stage's settings at their defaults.
+def search_config(config: RunConfig) -> RunConfig:
+    """``config`` with the final stage's settings at their defaults.
 
-    Why: two runs with equal search keys evaluate the same children into the same archives
-    (the final stage runs after the last generation and draws nothing from the seed), so one
-    finished search can serve several final stages, as the demo's ablation needs.
+    Why: two runs whose search configs are equal (and whose models, data and code are the same)
+    evaluate the same children into the same archives: the final stage runs after the last
+    generation and draws nothing from the seed. So one finished search can serve several final
+    stages, as the demo's ablation needs.
     """
     defaults = {k: SearchConfig.model_fields[k].default for k in FINAL_STAGE_SETTINGS}
     search = config.search.model_copy(update=defaults)
-    return run_key(config.model_copy(update={"search": search}))
+    return config.model_copy(update={"search": search})
 
 
 RunStart = Literal["new", "resumed", "reused", "derived"]
 
 
-def _finished_search(source: Path, key: str) -> RunStore | None:
-    """``source`` as a store if it is a run of current code whose generations all finished and
-    whose search key is ``key``; else None (anything unreadable counts as no)."""
+def finished_search(source: Path, config: RunConfig, *, require_key: bool = True) -> RunStore:
+    """``source`` as a store, if its search is the one ``config`` asks for and it has finished.
+
+    Raises :class:`CycleQDError` naming why not: not a run directory, generations still to go,
+    another search (its config differs before the final stage), or models, data or code changed
+    since it ran (its stored :func:`run_key` no longer matches). A run started by ``cycleqd run``
+    stores no key (hashing a large run's models costs minutes), so for it that last check is
+    skipped unless ``require_key``.
+    """
     store = RunStore(source)
-    try:
-        if not store.config_path.is_file():
-            return None
-        config = load_config(store.config_path)
-        state = store.load_state()
-    except CycleQDError:
-        return None
+    if not store.config_path.is_file():
+        raise CycleQDError(f"{source}: not a cycleqd run directory (no config.yaml)")
+    theirs = load_config(store.config_path)
+    state = store.load_state()
+    done = int((state or {}).get("generations_done", -1))
     if state is None or state.get("phase") not in ("search", "done"):
-        return None
-    if int(state.get("generations_done", -1)) < config.search.generations:
-        return None
-    if store.read_key() != run_key(config) or search_key(config) != key:
-        return None  # another search, or one made by other code or from other files
+        raise CycleQDError(f"{source}: its search has not finished seeding")
+    if done < theirs.search.generations:
+        raise CycleQDError(
+            f"{source}: {done} of {theirs.search.generations} generations done; "
+            f"finish it first (cycleqd resume {source})"
+        )
+    if dump_config(search_config(theirs)) != dump_config(search_config(config)):
+        raise CycleQDError(
+            f"{source}: another search (its config differs from this one before the final "
+            f"stage; only {', '.join('search.' + k for k in FINAL_STAGE_SETTINGS)} may differ)"
+        )
+    stored = store.read_key()
+    if (stored is not None or require_key) and stored != run_key(theirs):
+        raise CycleQDError(
+            f"{source}: its models, data or the package's code changed since it ran (its run "
+            "key no longer matches), so its archives are not this search's"
+        )
     return store
 
 
@@ -264,7 +281,7 @@ def _derive_run(
     search, so resuming it runs only the final stage (the merge is evaluated on validation once).
     """
     state = source.load_state()
-    assert state is not None  # checked by _finished_search
+    assert state is not None  # checked by finished_search
     state.pop("final", None)
     state.pop("format", None)
     state["phase"] = "search"
@@ -283,6 +300,27 @@ def _derive_run(
     return _search(session, store, progress)
 
 
+def derive_run(
+    config: RunConfig,
+    out: Path,
+    source: Path,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """A new run in ``out`` that takes ``source``'s finished search and runs ``config``'s final
+    stage on its archives (``cycleqd run --search-from``); errors say why ``source`` cannot serve.
+
+    Why: trying another final merge or ``best_of`` on a finished search should cost one
+    validation evaluation, not a new search.
+    """
+    found = finished_search(source, config, require_key=False)
+    RunStore(out).ensure_new(force=force)
+    if Path(out).resolve() == found.root.resolve():
+        raise CycleQDError(f"{out}: is the source run itself; give another --out")
+    return _derive_run(found, config, out, run_key(config), progress)
+
+
 def start_or_resume_run(
     config: RunConfig,
     out: Path,
@@ -295,10 +333,10 @@ def start_or_resume_run(
 
     Returns the summary and how it was obtained: ``reused`` (that run had finished: nothing is
     evaluated again), ``resumed`` (it was interrupted: it goes on from its last committed
-    generation), ``derived`` (a run in ``share`` had finished the same search, by
-    :func:`search_key`: its archives are copied and only the final stage runs) or ``new`` (no
-    run, another key, or an unreadable state: the directory is replaced); ``announce`` hears
-    which before any work starts. Why: the demo's searches take most of its time; a rerun, a run
+    generation), ``derived`` (a run in ``share`` had finished the same search, as
+    :func:`finished_search` checks: its archives are copied and only the final stage runs) or
+    ``new`` (no run, another key, or an unreadable state: the directory is replaced);
+    ``announce`` hears which before any work starts. Why: the demo's searches take most of its time; a rerun, a run
     restarted after a kill, or an ablation of the final stage should not redo them.
     """
     key = run_key(config)
@@ -313,14 +351,16 @@ def start_or_resume_run(
             if announce is not None:
                 announce(how)
             return resume_run(out, progress=progress), how
-    if share:
-        wanted = search_key(config)
-        for source in share:
-            found = _finished_search(source, wanted)
-            if found is not None and found.root.resolve() != store.root.resolve():
-                if announce is not None:
-                    announce("derived")
-                return _derive_run(found, config, out, key, progress), "derived"
+    for source in share:
+        if Path(source).resolve() == store.root.resolve():
+            continue
+        try:
+            found = finished_search(source, config)
+        except CycleQDError:
+            continue  # not this search: try the next, or search afresh
+        if announce is not None:
+            announce("derived")
+        return _derive_run(found, config, out, key, progress), "derived"
     if announce is not None:
         announce("new")
     return start_run(config, out, force=True, progress=progress, key=key), "new"
