@@ -336,8 +336,9 @@ def start_or_resume_run(
     generation), ``derived`` (a run in ``share`` had finished the same search, as
     :func:`finished_search` checks: its archives are copied and only the final stage runs) or
     ``new`` (no run, another key, or an unreadable state: the directory is replaced);
-    ``announce`` hears which before any work starts. Why: the demo's searches take most of its time; a rerun, a run
-    restarted after a kill, or an ablation of the final stage should not redo them.
+    ``announce`` hears which before any work starts. Why: the demo's searches take most of its
+    time; a rerun, a run restarted after a kill, or an ablation of the final stage should not
+    redo them.
     """
     key = run_key(config)
     store = RunStore(out)
