@@ -179,18 +179,13 @@ def run(
     RunStore(run_dir).ensure_new(force=force)  # before loading torch: a fast, clean refusal
     from cycleqd.search.run import derive_run, start_run
 
+    def search(p: RunProgress) -> dict[str, Any]:
+        if search_from is not None:
+            return derive_run(cfg, run_dir, search_from, force=force, progress=p)
+        return start_run(cfg, run_dir, force=force, progress=p)
+
     started = time.perf_counter()
-    if search_from is not None:
-        source = search_from
-        summary = _run_with_progress(
-            cfg.search.generations,
-            lambda p: derive_run(cfg, run_dir, source, force=force, progress=p),
-        )
-    else:
-        summary = _run_with_progress(
-            cfg.search.generations,
-            lambda p: start_run(cfg, run_dir, force=force, progress=p),
-        )
+    summary = _run_with_progress(cfg.search.generations, search)
     _print_summary(summary, run_dir)
     console.print(f"done in {time.perf_counter() - started:.1f}s; run directory: {run_dir}")
 

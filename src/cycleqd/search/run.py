@@ -196,6 +196,26 @@ def start_run(
     return _search(session, store, progress)
 
 
+def _inputs_hash(config: RunConfig) -> Any:
+    """The hash state over a run's files: base and expert models, task and constraint data, the
+    package's source (the part of :func:`run_key` that reads disk, so it is done once per call
+    site and copied for each config dump over the same paths)."""
+    from cycleqd.keys import hash_model, hash_source, hash_task_files
+
+    h = hashlib.sha256(b"cycleqd-run/2\0")
+    for model in (config.base_model, *(e.path for e in config.experts)):
+        hash_model(h, model)
+    hash_task_files(h, [*config.tasks, *config.constraints])
+    hash_source(h)
+    return h
+
+
+def _key(inputs: Any, config: RunConfig) -> str:
+    h = inputs.copy()
+    h.update(dump_config(config).encode())
+    return h.hexdigest()
+
+
 def run_key(config: RunConfig) -> str:
     """A hex digest of everything that decides a run's outcome: equal keys, equal runs.
 
@@ -204,15 +224,7 @@ def run_key(config: RunConfig) -> str:
     deterministic given these, so a run directory holding the same key holds this run, finished
     or interrupted.
     """
-    from cycleqd.keys import hash_model, hash_source, hash_task_files
-
-    h = hashlib.sha256(b"cycleqd-run/1\0")
-    h.update(dump_config(config).encode())
-    for model in (config.base_model, *(e.path for e in config.experts)):
-        hash_model(h, model)
-    hash_task_files(h, [*config.tasks, *config.constraints])
-    hash_source(h)
-    return h.hexdigest()
+    return _key(_inputs_hash(config), config)
 
 
 # The settings that only decide the final stage (which merge of the archives' best elites, or
@@ -236,14 +248,17 @@ def search_config(config: RunConfig) -> RunConfig:
 RunStart = Literal["new", "resumed", "reused", "derived"]
 
 
-def finished_search(source: Path, config: RunConfig, *, require_key: bool = True) -> RunStore:
+def finished_search(
+    source: Path, config: RunConfig, *, require_key: bool = True, inputs: Any = None
+) -> RunStore:
     """``source`` as a store, if its search is the one ``config`` asks for and it has finished.
 
     Raises :class:`CycleQDError` naming why not: not a run directory, generations still to go,
     another search (its config differs before the final stage), or models, data or code changed
     since it ran (its stored :func:`run_key` no longer matches). A run started by ``cycleqd run``
     stores no key (hashing a large run's models costs minutes), so for it that last check is
-    skipped unless ``require_key``.
+    skipped unless ``require_key``. ``inputs``: ``config``'s :func:`_inputs_hash` if the caller
+    has it (equal search configs name the same files, so the source's key is checked over it).
     """
     store = RunStore(source)
     if not store.config_path.is_file():
@@ -264,7 +279,9 @@ def finished_search(source: Path, config: RunConfig, *, require_key: bool = True
             f"stage; only {', '.join('search.' + k for k in FINAL_STAGE_SETTINGS)} may differ)"
         )
     stored = store.read_key()
-    if (stored is not None or require_key) and stored != run_key(theirs):
+    if stored is None and not require_key:
+        return store
+    if stored != _key(inputs if inputs is not None else _inputs_hash(config), theirs):
         raise CycleQDError(
             f"{source}: its models, data or the package's code changed since it ran (its run "
             "key no longer matches), so its archives are not this search's"
@@ -314,11 +331,12 @@ def derive_run(
     Why: trying another final merge or ``best_of`` on a finished search should cost one
     validation evaluation, not a new search.
     """
-    found = finished_search(source, config, require_key=False)
+    inputs = _inputs_hash(config)
+    found = finished_search(source, config, require_key=False, inputs=inputs)
     RunStore(out).ensure_new(force=force)
     if Path(out).resolve() == found.root.resolve():
         raise CycleQDError(f"{out}: is the source run itself; give another --out")
-    return _derive_run(found, config, out, run_key(config), progress)
+    return _derive_run(found, config, out, _key(inputs, config), progress)
 
 
 def start_or_resume_run(
@@ -340,7 +358,8 @@ def start_or_resume_run(
     time; a rerun, a run restarted after a kill, or an ablation of the final stage should not
     redo them.
     """
-    key = run_key(config)
+    inputs = _inputs_hash(config)
+    key = _key(inputs, config)
     store = RunStore(out)
     if store.read_key() == key and store.config_path.is_file():
         try:
@@ -356,7 +375,7 @@ def start_or_resume_run(
         if Path(source).resolve() == store.root.resolve():
             continue
         try:
-            found = finished_search(source, config)
+            found = finished_search(source, config, inputs=inputs)
         except CycleQDError:
             continue  # not this search: try the next, or search afresh
         if announce is not None:
