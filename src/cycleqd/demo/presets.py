@@ -1,9 +1,10 @@
 """Sizes of the demo: how many samples, generations and tokens each stage gets.
 
 The demo's cost is generation, so every knob that multiplies it is here and nowhere else. ``cpu``
-is sized for a 2-core machine (measured there: about 31 minutes of training on a first run, the
-three anchored experts and the all-data fine-tune; about 18 minutes per search; about 4 minutes
-per model's test and language evaluation, see the README; over the 45-minute goal);
+is sized for a 2-core machine (measured there: about 63 minutes of training on a first run, the
+three anchored experts and the all-data fine-tune at two epochs; about 18 minutes per search;
+about 3 minutes per model's test and language evaluation, see the README; far over the
+45-minute goal);
 ``full`` is for a GPU; ``mini`` is the CI miniature on tiny models (it checks the plumbing, not
 the result).
 """
@@ -65,23 +66,28 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Experts: 192 gold conversations per skill, 24 steps. Fewer (64, 8 steps) left the OS and DB
-    # experts at 0.125 on validation, too weak for any merge to show anything. Experts are
-    # anchored (``anchor_weight``: a KL to the base on the other skills' conversations while
-    # each trains): plain experts interfered, their task vectors added in full scoring 0.250 on
-    # the 32-sample validation splits against 0.427 for their TIES merge; anchored ones keep
-    # their own scores (0.75 / 0.66 / 0.56) and added in full score 0.656 / 0.469 / 0.563
-    # (0.562), above their TIES merge (0.438; benchmarks/interference_probe.py). So the search
-    # runs in the paper's genome space (``combine: sum``) and the final merge takes each
-    # expert's slice from its archive's best elite in full (``final_merge: assemble``: the
-    # experts' sum when those elites are the experts). Crossover merges per expert slice
-    # (the paper's average of two single-skill experts halves both skills), mutation draws a
-    # signed SVD step (so a direction can also shrink), and the better of the final merge and
-    # the best elite on validation is kept (``final_model: best_of``). Children are evaluated
-    # one at a time: on a 2-core CPU shared forward passes were slower (0.62x at K=4, README),
-    # and 48 rows already fill a batch. 48 test samples per task give the table's intervals;
-    # 32 validation samples per task (16 could not tell 0.354 from 0.427) cost ten generations
-    # instead of 12.
+    # Experts: 192 gold conversations per skill, two epochs (48 steps). Fewer (64, 8 steps) left the
+    # OS and DB experts at 0.125 on validation, too weak for any merge to show anything; one epoch
+    # (24 steps) left them undertrained: 0.75 / 0.66 / 0.56 on the 32-sample validation splits
+    # against 0.84 / 1.00 / 0.94 after two, where the all-data fine-tune (two epochs of all three,
+    # 144 steps) reaches the experts' own scores (0.927) and the experts' sum 0.854 (after one
+    # epoch: 0.729 and 0.562). Training doubles with it (about 63 minutes on 2 cores, README), but a
+    # merge of experts that have not learned their skills shows nothing about merging. (The
+    # anchoring and operator numbers that follow are of one-epoch experts.) Experts are anchored
+    # (``anchor_weight``: a KL to the base on the other skills' conversations while each trains):
+    # plain experts interfered, their task vectors added in full scoring 0.250 on the 32-sample
+    # validation splits against 0.427 for their TIES merge; anchored ones keep their own scores
+    # (0.75 / 0.66 / 0.56) and added in full score 0.656 / 0.469 / 0.563 (0.562), above their TIES
+    # merge (0.438; benchmarks/interference_probe.py). So the search runs in the paper's genome
+    # space (``combine: sum``) and the final merge takes each expert's slice from its archive's best
+    # elite in full (``final_merge: assemble``: the experts' sum when those elites are the experts).
+    # Crossover merges per expert slice (the paper's average of two single-skill experts halves both
+    # skills), mutation draws a signed SVD step (so a direction can also shrink), and the better of
+    # the final merge and the best elite on validation is kept (``final_model: best_of``). Children
+    # are evaluated one at a time: on a 2-core CPU shared forward passes were slower (0.62x at K=4,
+    # README), and 48 rows already fill a batch. 48 test samples per task give the table's
+    # intervals; 32 validation samples per task (16 could not tell 0.354 from 0.427) cost ten
+    # generations instead of 12.
     "cpu": Preset(
         name="cpu",
         n_train=192,
@@ -90,7 +96,7 @@ PRESETS: dict[str, Preset] = {
         generations=10,
         max_new_tokens={"code": 96, "os": 64, "db": 64},
         max_rounds={"os": 3, "db": 3},
-        train_epochs=1,
+        train_epochs=2,
         batch_size=48,
         real_limit=10,
         anchor_weight=1.0,
