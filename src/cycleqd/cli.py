@@ -191,11 +191,26 @@ def run(
 
 
 @app.command()
-def resume(run_dir: Annotated[Path, typer.Argument(help="An existing run directory.")]) -> None:
-    """Continue a run from its last completed generation."""
-    from cycleqd.search.run import open_run, resume_run
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="An existing run directory.")],
+    generations: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Raise the run's budget to this many generations (a finished run searches on "
+            "from its archives, then merges again); with one child in flight the result is "
+            "the run started with this budget.",
+        ),
+    ] = None,
+) -> None:
+    """Continue a run from its last completed generation, or extend it with --generations."""
+    from cycleqd.search.run import extend_run, open_run, resume_run
 
     _, cfg = open_run(run_dir)
+    if generations is not None and generations != cfg.search.generations:
+        before = cfg.search.generations
+        cfg = extend_run(run_dir, generations)
+        console.print(f"{run_dir}: budget raised from {before} to {generations} generations")
     summary = _run_with_progress(cfg.search.generations, lambda p: resume_run(run_dir, progress=p))
     _print_summary(summary, run_dir)
 
@@ -545,6 +560,15 @@ def demo(
             min=1, help="Repeat the search with this many seeds; the table adds their spread."
         ),
     ] = 1,
+    generations: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The searches' generations (default: the preset's). Raised above a finished "
+            "demo's, a search that evaluates one child at a time (the cpu preset) goes on from "
+            "its archives instead of starting again.",
+        ),
+    ] = None,
     ablation: Annotated[
         bool,
         typer.Option(
@@ -591,6 +615,10 @@ def demo(
     from cycleqd.demo.pipeline import Demo, DemoSettings, check_preset, clean_output
 
     chosen = check_preset(preset)
+    if generations is not None:
+        from dataclasses import replace
+
+        chosen = replace(chosen, generations=generations)
     if benchmark_data is None:
         env = os.environ.get("CYCLEQD_BENCHMARK_DATA")
         fallback = Path("../shared/data")

@@ -18,7 +18,15 @@ from helpers import base_config
 from safetensors.torch import load_file
 
 from cycleqd.config import dump_config, load_config
-from cycleqd.search.run import run_key, search_config, start_or_resume_run, start_run
+from cycleqd.errors import CycleQDError
+from cycleqd.search.run import (
+    extend_run,
+    resume_run,
+    run_key,
+    search_config,
+    start_or_resume_run,
+    start_run,
+)
 
 GENERATIONS = 30
 
@@ -222,3 +230,75 @@ def test_cli_run_search_from_a_finished_run(family: dict, tmp_path: Path) -> Non
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 2 and reason in err, err
         assert not (tmp_path / "no").exists()  # nothing written for a refused source
+
+
+def test_an_extended_run_is_the_longer_run(family: dict, tmp_path: Path) -> None:
+    """A finished 3-generation run raised to 7 ends as the 7-generation run started from
+    scratch (archives, metrics, final genome), keeps a run key the longer config reuses, and
+    refuses to be cut; `start_or_resume_run` extends a shorter run of the same search."""
+    data = base_config(family, tmp_path, generations=3)
+    data["search"]["plot_every"] = 0
+    short = load_config(data=data)
+    longer = load_config(data={**data, "search": {**data["search"], "generations": 7}})
+    scratch = start_run(longer, tmp_path / "scratch")
+
+    run = tmp_path / "extended"
+    first, _ = start_or_resume_run(short, run)
+    assert first["generations_done"] == 3
+    extend_run(run, 7)
+    assert (run / "run_key").read_text().strip() == run_key(longer)
+    state = json.loads((run / "state.json").read_text())
+    assert state["phase"] == "search" and state["final"] is None
+    events: list[dict] = []
+    summary = resume_run(run, progress=events.append)
+    assert [e["done"] for e in events if e.get("phase") == "search"] == [4, 5, 6, 7]
+    assert summary["final"] == {**scratch["final"], "model": summary["final"]["model"]}
+    assert archives(run) == archives(tmp_path / "scratch")
+    assert (run / "metrics.jsonl").read_text() != ""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (tmp_path / "scratch" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["scores"] for x in lines] == [x["scores"] for x in ref]
+    ours = load_file(str(run / "individuals" / "final.safetensors"))
+    theirs = load_file(str(tmp_path / "scratch" / "individuals" / "final.safetensors"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    _, how = start_or_resume_run(longer, run)
+    assert how == "reused"
+    with pytest.raises(CycleQDError, match="extended, not cut"):
+        extend_run(run, 5)
+
+    heard: list[str] = []
+    again = tmp_path / "again"
+    start_or_resume_run(short, again)
+    events.clear()
+    summary, how = start_or_resume_run(longer, again, announce=heard.append, progress=events.append)
+    assert how == "extended" and heard == ["extended"]
+    assert not [e for e in events if e.get("phase") == "seeding"]
+    assert archives(again) == archives(tmp_path / "scratch")
+    # another seed with more generations is another search, not an extension
+    other = load_config(data={**data, "seed": 1, "search": {**data["search"], "generations": 9}})
+    _, how = start_or_resume_run(other, again)
+    assert how == "new"
+
+
+def test_extending_with_several_children_in_flight_drops_the_run_key(
+    family: dict, tmp_path: Path
+) -> None:
+    """With two children evaluated together the extension is not the longer run (the short
+    run drained its pipeline), so its key is removed and the demo's reuse never takes it for
+    one; `cycleqd resume --generations` still extends it."""
+    data = base_config(family, tmp_path, generations=2)
+    data["search"]["plot_every"] = 0
+    data["executor"] = {"children_per_batch": 2}
+    run = tmp_path / "batched"
+    start_or_resume_run(load_config(data=data), run)
+    proc = launch("resume", str(run), "--generations", "4")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert not (run / "run_key").exists()
+    state = json.loads((run / "state.json").read_text())
+    assert state["generations_done"] == 4 and state["phase"] == "done"
+    assert yaml.safe_load((run / "config.yaml").read_text())["search"]["generations"] == 4
+    longer = load_config(data={**data, "search": {**data["search"], "generations": 6}})
+    _, how = start_or_resume_run(longer, run)
+    assert how == "new"

@@ -758,6 +758,7 @@ _RUN_STARTS = {
     "reused": "a finished run of the same config, models, data and code",
     "resumed": "an interrupted run of the same inputs goes on from its last generation",
     "derived": "the archives of a finished search that differs only in its final stage",
+    "extended": "the same search with fewer generations goes on from its last generation",
 }
 
 

@@ -22,7 +22,7 @@ from cycleqd.models.engine import HFEngine
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.executors import Executor, SerialExecutor
 from cycleqd.search.loop import CycleQD, ProgressFn, SearchSettings, summarise
-from cycleqd.search.store import RunStore
+from cycleqd.search.store import RunStore, atomic_write_text
 from cycleqd.tasks import build_task
 
 
@@ -245,7 +245,7 @@ def search_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"search": search})
 
 
-RunStart = Literal["new", "resumed", "reused", "derived"]
+RunStart = Literal["new", "resumed", "reused", "derived", "extended"]
 
 
 def finished_search(
@@ -339,6 +339,85 @@ def derive_run(
     return _derive_run(found, config, out, _key(inputs, config), progress)
 
 
+def _one_in_flight(config: RunConfig) -> bool:
+    """Whether the loop breeds each child only after the one before it returned.
+
+    Then generation ``g`` sees exactly the archives of generations ``0..g-1``, however the run
+    was cut into sittings, so a run extended from M to N generations is the N-generation run.
+    With several children in flight it is not: the shorter run drained its pipeline at M.
+    """
+    ex = config.executor
+    return ex.kind == "serial" and ex.children_per_batch == 1
+
+
+def _with_generations(config: RunConfig, generations: int) -> RunConfig:
+    search = config.search.model_copy(update={"generations": generations})
+    return config.model_copy(update={"search": search})
+
+
+def extend_run(run_dir: Path, generations: int, *, inputs: Any = None) -> RunConfig:
+    """Raise the generation budget of the run in ``run_dir`` to ``generations``.
+
+    A finished run goes back to its search phase (its final stage runs again after the new
+    generations); nothing is evaluated here, :func:`resume_run` does the work. Why: the paper
+    runs hundreds of generations; a user who finds a short search starved should pay only for
+    the generations added, not for a new search.
+
+    The stored run key follows the config when the extension is exactly the longer run (one
+    child in flight, and the stored key was this run's), so the demo and ``--search-from`` can
+    reuse it; otherwise it is removed, and the run is never mistaken for a fresh one. The writes
+    are ordered so that a crash at any point leaves a run that resumes correctly: key removed,
+    state reopened, config raised, new key written. ``inputs``: :func:`_inputs_hash` of the
+    config if the caller has it (it hashes every model file).
+    """
+    store, config = open_run(run_dir)
+    state = store.load_state()
+    current = config.search.generations
+    if generations < current:
+        raise CycleQDError(
+            f"{run_dir}: its budget is {current} generations; a run can be extended, not cut "
+            f"(--generations {generations})"
+        )
+    if generations == current:
+        return config
+    if state is None or state.get("phase") == "seeding":
+        raise CycleQDError(
+            f"{run_dir}: has not finished seeding; resume it first (cycleqd resume {run_dir})"
+        )
+    stored = store.read_key()
+    keep_key = stored is not None and _one_in_flight(config)
+    if keep_key:
+        inputs = inputs if inputs is not None else _inputs_hash(config)
+        keep_key = stored == _key(inputs, config)
+    store.key_path.unlink(missing_ok=True)
+    if state.get("phase") == "done":
+        state["phase"] = "search"
+        state["final"] = None
+        store.commit(state)
+    extended = _with_generations(config, generations)
+    atomic_write_text(store.config_path, dump_config(extended))
+    if keep_key:
+        store.write_key(_key(inputs, extended))
+    return extended
+
+
+def _shorter_run(store: RunStore, config: RunConfig, inputs: Any) -> bool:
+    """Whether ``store`` holds this search with fewer generations, as :func:`extend_run` can
+    make into exactly ``config``'s run (same inputs by its key, one child in flight)."""
+    if not (store.config_path.is_file() and _one_in_flight(config)):
+        return False
+    try:
+        theirs = load_config(store.config_path)
+        state = store.load_state()
+    except (CycleQDError, OSError, ValueError):
+        return False
+    if state is None or state.get("phase") == "seeding":
+        return False
+    fewer = theirs.search.generations < config.search.generations
+    same = dump_config(_with_generations(theirs, config.search.generations)) == dump_config(config)
+    return fewer and same and store.read_key() == _key(inputs, theirs)
+
+
 def start_or_resume_run(
     config: RunConfig,
     out: Path,
@@ -353,10 +432,12 @@ def start_or_resume_run(
     evaluated again), ``resumed`` (it was interrupted: it goes on from its last committed
     generation), ``derived`` (a run in ``share`` had finished the same search, as
     :func:`finished_search` checks: its archives are copied and only the final stage runs) or
-    ``new`` (no run, another key, or an unreadable state: the directory is replaced);
+    ``extended`` (``out`` holds this search with fewer generations: it goes on from there, as
+    :func:`extend_run` says) or ``new`` (no run, another key, or an unreadable state: the
+    directory is replaced);
     ``announce`` hears which before any work starts. Why: the demo's searches take most of its
-    time; a rerun, a run restarted after a kill, or an ablation of the final stage should not
-    redo them.
+    time; a rerun, a run restarted after a kill, a longer budget or an ablation of the final
+    stage should not redo them.
     """
     inputs = _inputs_hash(config)
     key = _key(inputs, config)
@@ -371,6 +452,11 @@ def start_or_resume_run(
             if announce is not None:
                 announce(how)
             return resume_run(out, progress=progress), how
+    if _shorter_run(store, config, inputs):
+        if announce is not None:
+            announce("extended")
+        extend_run(out, config.search.generations, inputs=inputs)
+        return resume_run(out, progress=progress), "extended"
     for source in share:
         if Path(source).resolve() == store.root.resolve():
             continue
