@@ -107,6 +107,11 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert 0.0 <= paired["mcnemar_p"] <= 1.0
     assert table["seeds"]["runs"] == 2
     assert (out / "cycleqd-seed1" / "state.json").is_file()
+    # seed 1's search took seed 0's seeding (the experts' validation scores), not re-scored
+    assert any(m.startswith("  cycleqd-seed1: seeded (") for m in messages)
+    seed1 = json.loads((out / "cycleqd-seed1" / "state.json").read_text())
+    seed0 = json.loads((out / "cycleqd" / "state.json").read_text())
+    assert seed1["expert_scores"] == seed0["expert_scores"]
     state = json.loads((out / "cycleqd" / "state.json").read_text())
     assert state["final"]["merge"] == "ties"  # the preset's final merge reached the search
     # the ablation: the paper's operators, each of the preset's changes alone, the preset itself

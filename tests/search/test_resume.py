@@ -24,6 +24,7 @@ from cycleqd.search.run import (
     resume_run,
     run_key,
     search_config,
+    shared_seeding,
     start_or_resume_run,
     start_run,
 )
@@ -198,9 +199,24 @@ def test_a_final_stage_variant_derives_from_a_finished_search(family: dict, tmp_
     _, how = start_or_resume_run(variant, tmp_path / "derived", share=[source])
     assert how == "reused"
 
+    # another seed is another search; it takes the source's seeding (the experts' scores)
     other_seed = load_config(data={**data, "seed": 1, "search": search})
-    _, how = start_or_resume_run(other_seed, tmp_path / "seed1", share=[source])
-    assert how == "new"
+    events.clear()
+    seeded, how = start_or_resume_run(
+        other_seed, tmp_path / "seed1", share=[source], progress=events.append
+    )
+    assert how == "seeded"
+    assert all(e.get("shared") for e in events if e.get("phase") == "seeding")
+    fresh = start_run(other_seed, tmp_path / "seed1-fresh")
+    assert seeded["final"] == {**fresh["final"], "model": seeded["final"]["model"]}
+    assert archives(tmp_path / "seed1") == archives(tmp_path / "seed1-fresh")
+    seeding = json.loads((tmp_path / "seed1" / "state.json").read_text())["expert_scores"]
+    assert seeding == json.loads((source / "state.json").read_text())["expert_scores"]
+    # another engine batch size, or changed files behind the source's key, is seeded afresh
+    batch = load_config(data={**data, "seed": 1, "engine": {"batch_size": 3}})
+    assert shared_seeding(source, batch) is None
+    (source / "run_key").write_text("stale\n")
+    assert shared_seeding(source, other_seed) is None
 
 
 def test_cli_run_search_from_a_finished_run(family: dict, tmp_path: Path) -> None:

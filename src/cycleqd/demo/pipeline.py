@@ -227,7 +227,7 @@ class Demo:
                     f"  generation {event['done']}/{self.p.generations} "
                     f"[{event['task']}] child {event['scores']} best {best}"
                 )
-            elif event.get("phase") == "seeding":
+            elif event.get("phase") == "seeding" and not event.get("shared"):
                 self.say(f"  expert {event['expert']} scored")
 
         def announce(how: str) -> None:
@@ -759,6 +759,8 @@ _RUN_STARTS = {
     "resumed": "an interrupted run of the same inputs goes on from its last generation",
     "derived": "the archives of a finished search that differs only in its final stage",
     "extended": "the same search with fewer generations goes on from its last generation",
+    "seeded": "a new search; the experts' validation scores are those of an earlier search of "
+    "the same models, tasks and engine",
 }
 
 

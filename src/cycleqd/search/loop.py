@@ -115,6 +115,9 @@ class CycleQD:
         store: the run directory.
         export: called with the final genome once materialised; writes the final model.
         progress: receives an event dict after each step (for progress bars and logs).
+        seeding: the experts' scores (``expert_scores``) and the base model's (``base_scores``,
+            None without constraints) from another run of the same experts, tasks and engine;
+            the seeding phase takes them instead of evaluating the experts again.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class CycleQD:
         export: Callable[[Genome], str | None] | None = None,
         progress: ProgressFn | None = None,
         plot: Callable[[RunStore, list[dict[str, Any]]], None] | None = None,
+        seeding: dict[str, Any] | None = None,
     ) -> None:
         if executor is None:
             if materialiser is None or tasks is None:
@@ -149,6 +153,7 @@ class CycleQD:
         self.export = export
         self.progress = progress or (lambda event: None)
         self.plot = plot
+        self.seeding = seeding
         self.archives: list[TaskArchive] = []
         self.state: dict[str, Any] = {}
         self._in_flight: dict[str, tuple[int, dict[str, Any], float]] = {}
@@ -191,14 +196,23 @@ class CycleQD:
         for e, name in enumerate(self.basis.experts):
             genome = expert_genome(self.basis, e)
             self.store.save_individual(f"expert-{name}", genome)
-            self.executor.submit(name, genome)
-        if self.settings.constraints:
-            self.executor.submit(_BASE, base_genome(self.basis))
-        for e in range(len(self.basis.experts) + bool(self.settings.constraints)):
-            result = self.executor.next_result()
-            who = "base model" if result.key == _BASE else result.key
-            self.progress({"phase": "seeding", "expert": who, "index": e})
-            expert_scores[result.key] = result.scores
+            if self.seeding is None:
+                self.executor.submit(name, genome)
+        if self.seeding is not None:
+            expert_scores = {n: dict(self.seeding["expert_scores"][n]) for n in self.basis.experts}
+            if self.settings.constraints:
+                expert_scores[_BASE] = dict(self.seeding["base_scores"])
+            for e, name in enumerate(expert_scores):
+                who = "base model" if name == _BASE else name
+                self.progress({"phase": "seeding", "expert": who, "index": e, "shared": True})
+        else:
+            if self.settings.constraints:
+                self.executor.submit(_BASE, base_genome(self.basis))
+            for e in range(len(self.basis.experts) + bool(self.settings.constraints)):
+                result = self.executor.next_result()
+                who = "base model" if result.key == _BASE else result.key
+                self.progress({"phase": "seeding", "expert": who, "index": e})
+                expert_scores[result.key] = result.scores
         base_scores = expert_scores.pop(_BASE, None)
         floors = (
             {name: base_scores[name] - drop for name, drop in self.settings.constraints}

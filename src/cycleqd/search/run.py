@@ -150,7 +150,12 @@ def _executor(session: Session, store: RunStore, progress: ProgressFn | None) ->
     )
 
 
-def _search(session: Session, store: RunStore, progress: ProgressFn | None) -> dict[str, Any]:
+def _search(
+    session: Session,
+    store: RunStore,
+    progress: ProgressFn | None,
+    seeding: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     executor = _executor(session, store, progress)
     try:
         search = CycleQD(
@@ -163,6 +168,7 @@ def _search(session: Session, store: RunStore, progress: ProgressFn | None) -> d
             export=lambda genome: executor.export(genome, store.final_dir),
             progress=progress,
             plot=plot_run,
+            seeding=seeding,
         )
         return search.run()
     finally:
@@ -181,11 +187,13 @@ def start_run(
     force: bool = False,
     progress: ProgressFn | None = None,
     key: str | None = None,
+    seeding: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new run in ``out``; refuses to touch an existing run directory without ``force``.
 
     ``key`` (:func:`run_key` of ``config``) is stored beside the config, so that
-    :func:`start_or_resume_run` can later tell this run's inputs from another's.
+    :func:`start_or_resume_run` can later tell this run's inputs from another's. ``seeding``:
+    the experts' scores of another run with the same seeding (:func:`shared_seeding`).
     """
     store = RunStore(out)
     store.ensure_new(force=force)
@@ -193,7 +201,7 @@ def start_run(
     store.create(dump_config(config), force=force)
     if key is not None:
         store.write_key(key)
-    return _search(session, store, progress)
+    return _search(session, store, progress, seeding)
 
 
 def _inputs_hash(config: RunConfig) -> Any:
@@ -245,7 +253,7 @@ def search_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"search": search})
 
 
-RunStart = Literal["new", "resumed", "reused", "derived", "extended"]
+RunStart = Literal["new", "seeded", "resumed", "reused", "derived", "extended"]
 
 
 def finished_search(
@@ -418,6 +426,37 @@ def _shorter_run(store: RunStore, config: RunConfig, inputs: Any) -> bool:
     return fewer and same and store.read_key() == _key(inputs, theirs)
 
 
+def shared_seeding(source: Path, config: RunConfig, inputs: Any = None) -> dict[str, Any] | None:
+    """The seeding scores of the run in ``source`` if ``config``'s seeding would repeat them.
+
+    The seeding phase scores every expert (and, with constraints, the base) on every task; those
+    scores depend on the models, tasks, constraints, basis, engine and executor, not on the seed
+    or the search's operators and budget. So a run whose config differs from ``source``'s only
+    in ``seed`` and ``search``, over unchanged files and code (``source``'s stored key matches),
+    would evaluate the same scores again: on 2 CPU cores three experts cost about four minutes
+    of each search of ``cycleqd demo --seeds`` and ``--ablation``. None when it would not.
+    """
+    store = RunStore(source)
+    if not store.config_path.is_file():
+        return None
+    try:
+        theirs = load_config(store.config_path)
+        state = store.load_state()
+    except (CycleQDError, OSError, ValueError):
+        return None
+    if state is None or state.get("phase") not in ("search", "done"):
+        return None
+    outside = {"seed", "search"}
+    if theirs.model_dump(mode="json", exclude=outside) != config.model_dump(
+        mode="json", exclude=outside
+    ):
+        return None
+    inputs = inputs if inputs is not None else _inputs_hash(config)
+    if store.read_key() != _key(inputs, theirs):
+        return None
+    return {"expert_scores": state["expert_scores"], "base_scores": state.get("base_scores")}
+
+
 def start_or_resume_run(
     config: RunConfig,
     out: Path,
@@ -433,8 +472,9 @@ def start_or_resume_run(
     generation), ``derived`` (a run in ``share`` had finished the same search, as
     :func:`finished_search` checks: its archives are copied and only the final stage runs) or
     ``extended`` (``out`` holds this search with fewer generations: it goes on from there, as
-    :func:`extend_run` says) or ``new`` (no run, another key, or an unreadable state: the
-    directory is replaced);
+    :func:`extend_run` says), ``seeded`` (a new search whose experts' scores come from a run in
+    ``share``, as :func:`shared_seeding` checks) or ``new`` (no run, another key, or an
+    unreadable state: the directory is replaced);
     ``announce`` hears which before any work starts. Why: the demo's searches take most of its
     time; a rerun, a run restarted after a kill, a longer budget or an ablation of the final
     stage should not redo them.
@@ -467,9 +507,16 @@ def start_or_resume_run(
         if announce is not None:
             announce("derived")
         return _derive_run(found, config, out, key, progress), "derived"
+    seeding = None
+    for source in share:
+        if Path(source).resolve() != store.root.resolve():
+            seeding = shared_seeding(source, config, inputs)
+            if seeding is not None:
+                break
+    how = "seeded" if seeding is not None else "new"
     if announce is not None:
-        announce("new")
-    return start_run(config, out, force=True, progress=progress, key=key), "new"
+        announce(how)
+    return start_run(config, out, force=True, progress=progress, key=key, seeding=seeding), how
 
 
 def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:
