@@ -106,6 +106,13 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     assert paired["a"] == "CycleQD" and paired["b"] != "CycleQD"
     assert 0.0 <= paired["mcnemar_p"] <= 1.0
     assert table["seeds"]["runs"] == 2
+    # the random merge is drawn with each search seed; CycleQD is paired with the seed-0 draws
+    assert {"merge: DARE-TIES", "merge: DARE-TIES (seed 1)"} <= set(names)
+    dare = [by_name["merge: DARE-TIES"]["average"], by_name["merge: DARE-TIES (seed 1)"]["average"]]
+    spread = table["merge_seeds"]["merge: DARE-TIES"]
+    assert spread["runs"] == 2 and spread["average_mean"] == pytest.approx(sum(dare) / 2)
+    assert all("(seed" not in c["b"] for c in table["paired"])
+    assert "merge: DARE-TIES over 2 drop seeds" in (out / "table.md").read_text()
     assert (out / "cycleqd-seed1" / "state.json").is_file()
     # seed 1's search took seed 0's seeding (the experts' validation scores), not re-scored
     assert any(m.startswith("  cycleqd-seed1: seeded (") for m in messages)

@@ -22,7 +22,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,16 @@ MERGE_LABELS = {
     "dare_ties": "merge: DARE-TIES",
     "dare_linear": "merge: DARE-linear",
 }
+# merges that draw at random (DARE's drop masks): repeated with the searches' seeds
+RANDOM_MERGES = ("dare_ties", "dare_linear")
+_SEED_SUFFIX = re.compile(r" \(seed (\d+)\)$")
+
+
+def merge_label(method: str) -> str:
+    """The table's name of a merge baseline; ``dare_ties-seed1`` is DARE-TIES with drop seed 1."""
+    name, _, seed = method.partition("-seed")
+    label = MERGE_LABELS.get(name, name)
+    return f"{label} (seed {seed})" if seed else label
 
 
 @dataclass
@@ -138,38 +148,51 @@ class Demo:
             say=self.say,
         )
 
-    def merges(self, base: Path, experts: dict[str, Path]) -> dict[str, Path]:
+    def merges(
+        self, base: Path, experts: dict[str, Path], seeds: Sequence[int] | None = None
+    ) -> dict[str, Path]:
         """The merge baselines, each reused when its :func:`~cycleqd.keys.merge_key` (method,
         parameters, base and expert files, mergekit and merging code) is the one stored beside
-        it in ``baselines/<method>.key``."""
+        it in ``baselines/<method>.key``.
+
+        A random merge (DARE's drop masks) is built once per seed of ``seeds`` (default: the
+        preset's seed alone): ``dare_ties`` with the first, ``dare_ties-seed{s}`` with the others.
+        Why: CycleQD is reported over its search seeds; one draw of a random baseline set
+        beside that mean is a lucky or unlucky draw (on the `cpu` preset DARE-TIES scored
+        0.833, 0.743 and 0.785 on test with drop seeds 0, 1 and 2).
+        """
         from cycleqd.keys import merge_key, models_digest
         from cycleqd.merging.baselines import merge
         from cycleqd.search.store import atomic_write_text
 
         out: dict[str, Path] = {}
         models = models_digest([base, *experts.values()])
-        for method in self.p.merges:
-            target = self.out / "baselines" / method
+        seeds = list(seeds) if seeds else [self.p.seed]
+        builds = [(m, seeds[0]) for m in self.p.merges]
+        builds += [(m, s) for m in self.p.merges if m in RANDOM_MERGES for s in seeds[1:]]
+        for method, seed in builds:
+            name = method if seed == seeds[0] else f"{method}-seed{seed}"
+            target = self.out / "baselines" / name
             params: dict[str, Any] = {}
             mergekit_method = method
             if method in ("ties", "dare_ties", "dare_linear"):
                 params = {"density": 0.5, "weight": 1.0}
-            if method == "dare_ties" or method == "dare_linear":
-                params["seed"] = self.p.seed
+            if method in RANDOM_MERGES:
+                params["seed"] = seed
             if method == "task_arithmetic":
                 params = {"weight": 1.0 / len(experts)}
             if method == "task_arithmetic_full":  # every task vector added in full
                 mergekit_method, params = "task_arithmetic", {"weight": 1.0}
             key = merge_key(mergekit_method, params, models)
-            key_file = target.parent / f"{method}.key"
+            key_file = target.parent / f"{name}.key"
             stored = key_file.read_text().strip() if key_file.is_file() else None
             if stored == key and (target / "config.json").is_file():
-                self.say(f"  {method}: reused (same experts, parameters and code)")
+                self.say(f"  {name}: reused (same experts, parameters and code)")
             else:
                 key_file.unlink(missing_ok=True)
                 merge(mergekit_method, base, list(experts.values()), target, params, overwrite=True)
                 atomic_write_text(key_file, key + "\n")
-            out[method] = target
+            out[name] = target
         return out
 
     def search(
@@ -375,9 +398,9 @@ class Demo:
             experts = self.experts(base, data)
         with self.stage("all-data fine-tune"):
             all_data = self.all_data(base, data)
-        with self.stage("merge baselines"):
-            merges = self.merges(base, experts)
         seeds = [self.p.seed + i for i in range(max(1, self.s.seeds))]
+        with self.stage("merge baselines"):
+            merges = self.merges(base, experts, seeds)
         finals: list[Path] = []
         with self.stage("cycleqd search"):
             for seed in seeds:
@@ -399,7 +422,7 @@ class Demo:
                     variants.append((label, Path(summ["final"]["model"]), summ))
         models: list[tuple[str, Path]] = [("base", base)]
         models += [(f"expert: {k}", v) for k, v in experts.items()]
-        models += [(MERGE_LABELS.get(k, k), v) for k, v in merges.items()]
+        models += [(merge_label(k), v) for k, v in merges.items()]
         models += [("fine-tune: all data", all_data), ("CycleQD", final)]
         models += [(f"CycleQD (seed {s})", f) for s, f in zip(seeds[1:], finals[1:], strict=True)]
         rows: list[dict[str, Any]] = []
@@ -463,6 +486,7 @@ class Demo:
             "real_dev": real_rows,
             "paired": comparisons,
             "seeds": seeds,
+            "merge_seeds": _merge_seed_summary(rows),
             "ablation": ablation,
             "language": language,
             "timings_s": self.timings,
@@ -486,6 +510,7 @@ class Demo:
         ]
         md += _markdown(rows, tasks, after=after)
         notes = [_comparison_text(c) for c in comparisons] + ([_seeds_text(seeds)] if seeds else [])
+        notes += [_merge_seeds_text(n, m) for n, m in table["merge_seeds"].items()]
         if language:
             notes.append(_language_text(language))
         notes.append(_final_model_text(table["cycleqd"]["final_model"]))
@@ -619,7 +644,7 @@ def _language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any
 
     named = {r["name"]: r for r in rows if LANGUAGE in r["scores"]}
     base, ours = named.get("base"), named.get("CycleQD")
-    merges = [r for r in named.values() if r["name"].startswith("merge: ")]
+    merges = [r for r in named.values() if _is_merge(r["name"])]
     if base is None or ours is None:
         return None
     out: dict[str, Any] = {
@@ -662,11 +687,11 @@ def _comparisons(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any
     from cycleqd.report.stats import paired_comparison
 
     ours = next((r for r in rows if r["name"] == "CycleQD"), None)
-    others = [r for r in rows if not r["name"].startswith("CycleQD")]
+    others = [r for r in rows if not _SEED_SUFFIX.search(r["name"]) and r["name"] != "CycleQD"]
     if ours is None or not others:
         return []
     picks = [max(others, key=lambda r: r["average"])]
-    merges = [r for r in others if r["name"].startswith("merge: ")]
+    merges = [r for r in others if _is_merge(r["name"])]
     if merges and max(merges, key=lambda r: r["average"]) is not picks[0]:
         picks.append(max(merges, key=lambda r: r["average"]))
     return [
@@ -706,6 +731,41 @@ def _seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "average_max": max(averages),
         "per_task_mean": {t: sum(r["scores"][t] for r in runs) / len(runs) for t in tasks},
     }
+
+
+def _is_merge(name: str) -> bool:
+    """A merge baseline's row drawn with the preset's seed (the rows CycleQD is paired with;
+    the other seeds' draws are summarised by :func:`_merge_seed_summary`)."""
+    return name.startswith("merge: ") and not _SEED_SUFFIX.search(name)
+
+
+def _merge_seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread of each random merge's test average over its seeds (empty with one)."""
+    draws: dict[str, list[float]] = {}
+    for r in rows:
+        if r["name"].startswith("merge: "):
+            draws.setdefault(_SEED_SUFFIX.sub("", r["name"]), []).append(r["average"])
+    out = {}
+    for name, averages in draws.items():
+        if len(averages) < 2:
+            continue
+        mean = sum(averages) / len(averages)
+        std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
+        out[name] = {
+            "runs": len(averages),
+            "average_mean": mean,
+            "average_std": std,
+            "average_min": min(averages),
+            "average_max": max(averages),
+        }
+    return out
+
+
+def _merge_seeds_text(name: str, s: dict[str, Any]) -> str:
+    return (
+        f"{name} over {s['runs']} drop seeds: test average {s['average_mean']:.3f} "
+        f"(sd {s['average_std']:.3f}, min {s['average_min']:.3f}, max {s['average_max']:.3f})."
+    )
 
 
 def _seeds_text(s: dict[str, Any]) -> str:
