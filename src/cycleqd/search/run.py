@@ -409,18 +409,28 @@ def extend_run(run_dir: Path, generations: int, *, inputs: Any = None) -> RunCon
     return extended
 
 
-def _shorter_run(store: RunStore, config: RunConfig, inputs: Any) -> bool:
-    """Whether ``store`` holds this search with fewer generations, as :func:`extend_run` can
-    make into exactly ``config``'s run (same inputs by its key, one child in flight)."""
-    if not (store.config_path.is_file() and _one_in_flight(config)):
-        return False
+def _past_seeding(store: RunStore) -> tuple[RunConfig, dict[str, Any]] | None:
+    """The config and state of the run in ``store`` if it has finished seeding (None when it
+    has not, or when either file is missing or unreadable: then it serves no other run)."""
+    if not store.config_path.is_file():
+        return None
     try:
         theirs = load_config(store.config_path)
         state = store.load_state()
     except (CycleQDError, OSError, ValueError):
+        return None
+    if state is None or state.get("phase") not in ("search", "done"):
+        return None
+    return theirs, state
+
+
+def _shorter_run(store: RunStore, config: RunConfig, inputs: Any) -> bool:
+    """Whether ``store`` holds this search with fewer generations, as :func:`extend_run` can
+    make into exactly ``config``'s run (same inputs by its key, one child in flight)."""
+    found = _past_seeding(store) if _one_in_flight(config) else None
+    if found is None:
         return False
-    if state is None or state.get("phase") == "seeding":
-        return False
+    theirs = found[0]
     fewer = theirs.search.generations < config.search.generations
     same = dump_config(_with_generations(theirs, config.search.generations)) == dump_config(config)
     return fewer and same and store.read_key() == _key(inputs, theirs)
@@ -437,15 +447,10 @@ def shared_seeding(source: Path, config: RunConfig, inputs: Any = None) -> dict[
     of each search of ``cycleqd demo --seeds`` and ``--ablation``. None when it would not.
     """
     store = RunStore(source)
-    if not store.config_path.is_file():
+    found = _past_seeding(store)
+    if found is None:
         return None
-    try:
-        theirs = load_config(store.config_path)
-        state = store.load_state()
-    except (CycleQDError, OSError, ValueError):
-        return None
-    if state is None or state.get("phase") not in ("search", "done"):
-        return None
+    theirs, state = found
     outside = {"seed", "search"}
     if theirs.model_dump(mode="json", exclude=outside) != config.model_dump(
         mode="json", exclude=outside
