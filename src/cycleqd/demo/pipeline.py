@@ -719,16 +719,9 @@ def _seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     runs = [r for r in rows if r["name"].startswith("CycleQD")]
     if len(runs) < 2:
         return None
-    averages = [r["average"] for r in runs]
-    mean = sum(averages) / len(averages)
-    std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
     tasks = list(runs[0]["scores"])
     return {
-        "runs": len(runs),
-        "average_mean": mean,
-        "average_std": std,
-        "average_min": min(averages),
-        "average_max": max(averages),
+        **_spread([r["average"] for r in runs]),
         "per_task_mean": {t: sum(r["scores"][t] for r in runs) / len(runs) for t in tasks},
     }
 
@@ -745,20 +738,20 @@ def _merge_seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         if r["name"].startswith("merge: "):
             draws.setdefault(_SEED_SUFFIX.sub("", r["name"]), []).append(r["average"])
-    out = {}
-    for name, averages in draws.items():
-        if len(averages) < 2:
-            continue
-        mean = sum(averages) / len(averages)
-        std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
-        out[name] = {
-            "runs": len(averages),
-            "average_mean": mean,
-            "average_std": std,
-            "average_min": min(averages),
-            "average_max": max(averages),
-        }
-    return out
+    return {name: _spread(averages) for name, averages in draws.items() if len(averages) > 1}
+
+
+def _spread(averages: list[float]) -> dict[str, Any]:
+    """Count, mean, sample standard deviation and range of several runs' test averages."""
+    mean = sum(averages) / len(averages)
+    std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
+    return {
+        "runs": len(averages),
+        "average_mean": mean,
+        "average_std": std,
+        "average_min": min(averages),
+        "average_max": max(averages),
+    }
 
 
 def _merge_seeds_text(name: str, s: dict[str, Any]) -> str:
