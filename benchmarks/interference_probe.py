@@ -8,7 +8,10 @@ with ``--models`` (its difference from the base as a dense genome, e.g. the demo
 baseline, to compare it with the in-genome TIES on the same samples), the TIES merge scaled as a
 whole (``--ties-lambdas 1.3``) and the TIES merge of the experts each scaled first
 (``--ties-scales 1,1.5,1``: does the merge's interference trade one skill for another, or can
-a scale lift all three?), once in the plain SVD basis
+a scale lift all three?), RegMean (Jin et al., ICLR 2023: per linear layer the weights that
+best reproduce every expert's outputs on its own inputs, ``--regmean 0.9`` for the share of the
+input Gram's off-diagonal kept; the Grams are each expert's mean over its own validation
+conversations, the ones it produced when scored here), once in the plain SVD basis
 and once in the decorrelated TSV basis (``basis.kind: tsv``). Models are evaluated one at a time
 (``--population on`` shares forward passes). This is what the ``cpu`` preset's basis and
 operators were chosen on; it prints one JSON line with every score and each TSV expert's
@@ -18,7 +21,8 @@ Usage::
 
     python benchmarks/interference_probe.py [--preset cpu] [--n-val N] [--lambdas 1.0 0.7 0.5]
         [--scales 1,1,0.5 ...] [--ties-densities 0.5] [--ties-lambdas 1.3 ...]
-        [--ties-scales 1,1.5,1 ...] [--models DIR ...] [--no-experts] [--kinds svd tsv]
+        [--ties-scales 1,1.5,1 ...] [--regmean 0.9 ...] [--models DIR ...] [--no-experts]
+        [--kinds svd tsv]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from demo_inputs import say
 
 
 def per_expert(
@@ -41,6 +46,86 @@ def per_expert(
     if len(scales) != len(experts):
         parser.error(f"{option} {text}: {len(experts)} values needed ({', '.join(experts)})")
     return scales
+
+
+def conversations(records: list[dict]) -> list[list[dict[str, str]]]:
+    """The chats of a task's records: agent transcripts as they are, a code answer as one turn."""
+    chats = []
+    for r in records:
+        if "messages" in r:
+            chats.append(r["messages"])
+        else:
+            turns = [("user", r["prompt"]), ("assistant", r["output"])]
+            chats.append([{"role": role, "content": text} for role, text in turns])
+    return chats
+
+
+def input_grams(model_dir: Path, chats: list[list[dict[str, str]]]) -> dict[str, torch.Tensor]:
+    """Mean ``x x^T`` of the inputs of every linear layer in the blocks (one token, one row)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    sums: dict[str, torch.Tensor] = {}
+    rows: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_module, inputs, _output) -> None:
+            x = inputs[0].reshape(-1, inputs[0].shape[-1])
+            sums[name] = sums.get(name, 0) + x.T @ x
+            rows[name] = rows.get(name, 0) + x.shape[0]
+
+        return hook
+
+    hooks = [
+        module.register_forward_hook(record(name))
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    ]
+    with torch.no_grad():
+        for chat in chats:
+            ids = tokenizer.apply_chat_template(chat, return_tensors="pt", return_dict=True)
+            model(input_ids=ids["input_ids"])
+    for h in hooks:
+        h.remove()
+    return {f"{name}.weight": sums[name] / rows[name] for name in sums}
+
+
+def regmean_genome(
+    basis, base, experts: list[Path], grams: list[dict[str, torch.Tensor]], alpha: float, zero
+):
+    """RegMean of the experts as a dense genome: ``(sum_e dW_e G_e)(sum_e G_e)^-1`` per linear
+    layer (``G_e`` with its off-diagonal scaled by ``alpha``), the task vectors' sum elsewhere."""
+    from cycleqd.merging.genome import Genome
+    from cycleqd.merging.sources import SafetensorsSource
+
+    sources = [SafetensorsSource(e) for e in experts]
+    dense = {}
+    for name in basis.names:
+        deltas = [s.get(name).double() - base.get(name).double() for s in sources]
+        if name not in grams[0]:
+            dense[name] = sum(deltas).float()
+            continue
+        gs = []
+        for g in (x[name].double() for x in grams):
+            diagonal = torch.diag(torch.diag(g))
+            gs.append(alpha * g + (1 - alpha) * diagonal)
+        weighted = sum(d @ g for d, g in zip(deltas, gs, strict=True))
+        dense[name] = torch.linalg.solve(sum(gs), weighted.T).T.float()  # the Grams are symmetric
+    return Genome(coeffs=dict(zero), dense=dense)
+
+
+def score(
+    evaluator, models: list, names: list[str], results: list, population: str, label: str, t0
+) -> None:
+    """Evaluate ``models`` (named by the next entries of ``names``) into ``results``; log each."""
+    groups = [models] if population == "on" else [[g] for g in models]
+    for group in groups:
+        results.extend(evaluator.evaluate(group))
+        done = names[len(results) - len(group) : len(results)]
+        for n, r in zip(done, results[-len(group) :], strict=True):
+            scores = {t: round(x.quality, 4) for t, x in r.items()}
+            say(f"{label}{n}: {scores} ({time.perf_counter() - t0:.0f}s)")
 
 
 def main() -> None:
@@ -54,6 +139,9 @@ def main() -> None:
     parser.add_argument("--ties-lambdas", type=float, nargs="*", default=[])
     parser.add_argument(
         "--ties-scales", nargs="*", default=[], help="one scale per expert before TIES: 1,1.5,1"
+    )
+    parser.add_argument(
+        "--regmean", type=float, nargs="*", default=[], help="RegMean off-diagonal shares: 0.9"
     )
     parser.add_argument("--models", type=Path, nargs="*", default=[])
     parser.add_argument("--no-experts", action="store_true", help="skip the experts alone")
@@ -77,8 +165,10 @@ def main() -> None:
         "--train-epochs", type=int, default=None, help="epochs of experts trained here"
     )
     args = parser.parse_args()
+    if args.regmean and args.no_experts:
+        parser.error("--regmean needs the experts scored (their conversations give the Grams)")
 
-    from demo_inputs import say, validation_config
+    from demo_inputs import validation_config
 
     from cycleqd.merging.aggregate import ties_genome
     from cycleqd.merging.genome import Genome, combine, expert_genome
@@ -146,14 +236,30 @@ def main() -> None:
                 session.materialiser, session.engine, session.tasks, mode=args.population
             )
             started = time.perf_counter()
-            results = []
-            groups = [genomes] if args.population == "on" else [[g] for g in genomes]
-            for group in groups:
-                results.extend(evaluator.evaluate(group))
-                done = names[len(results) - len(group) : len(results)]
-                for n, r in zip(done, results[-len(group) :], strict=True):
-                    scores = {t: round(x.quality, 4) for t, x in r.items()}
-                    say(f"{kind} {n}: {scores} ({time.perf_counter() - started:.0f}s)")
+            results: list = []
+            label = f"{kind} "
+            score(evaluator, genomes, names, results, args.population, label, started)
+            if args.regmean:  # after the experts: their own conversations give the Grams
+                paths = {e.name: Path(e.path) for e in config.experts}
+                grams = []
+                served = dict(zip(session.task_experts, session.tasks, strict=True))
+                for e, name in enumerate(basis.experts):
+                    if e not in served:
+                        parser.error(f"--regmean: expert {name} serves no task")
+                    task = served[e].name  # the expert's own task: its conversations there
+                    chats = conversations(results[e][task].records)
+                    grams.append(input_grams(paths[name], chats))
+                    say(f"{kind} grams of expert {name}: {len(chats)} {task} conversations")
+                extra = []
+                for alpha in args.regmean:
+                    names.append(f"regmean {alpha}")
+                    extra.append(
+                        regmean_genome(
+                            basis, base, [paths[n] for n in basis.experts], grams, alpha, zero
+                        )
+                    )
+                genomes.extend(extra)
+                score(evaluator, extra, names, results, args.population, label, started)
             say(f"{kind}: {len(genomes)} models in {time.perf_counter() - started:.0f}s")
             out[kind] = {
                 "fidelity": basis.fidelity,
