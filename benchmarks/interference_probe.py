@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from demo_inputs import say
@@ -69,7 +70,7 @@ def input_grams(model_dir: Path, chats: list[list[dict[str, str]]]) -> dict[str,
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {}
 
-    def record(name: str):
+    def record(name: str) -> Any:
         def hook(_module, inputs, _output) -> None:
             x = inputs[0].reshape(-1, inputs[0].shape[-1])
             sums[name] = sums.get(name, 0) + x.T @ x
@@ -92,8 +93,13 @@ def input_grams(model_dir: Path, chats: list[list[dict[str, str]]]) -> dict[str,
 
 
 def regmean_genome(
-    basis, base, experts: list[Path], grams: list[dict[str, torch.Tensor]], alpha: float, zero
-):
+    basis: Any,
+    base: Any,
+    experts: list[Path],
+    grams: list[dict[str, torch.Tensor]],
+    alpha: float,
+    zero: dict[str, torch.Tensor],
+) -> Any:
     """RegMean of the experts as a dense genome: ``(sum_e dW_e G_e)(sum_e G_e)^-1`` per linear
     layer (``G_e`` with its off-diagonal scaled by ``alpha``), the task vectors' sum elsewhere."""
     from cycleqd.merging.genome import Genome
@@ -116,7 +122,13 @@ def regmean_genome(
 
 
 def score(
-    evaluator, models: list, names: list[str], results: list, population: str, label: str, t0
+    evaluator: Any,
+    models: list[Any],
+    names: list[str],
+    results: list[Any],
+    population: str,
+    label: str,
+    t0: float,
 ) -> None:
     """Evaluate ``models`` (named by the next entries of ``names``) into ``results``; log each."""
     groups = [models] if population == "on" else [[g] for g in models]
