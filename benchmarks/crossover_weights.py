@@ -1,0 +1,115 @@
+"""How much do per-layer crossover weights change a child? Measured on a finished run's genomes.
+
+``search.crossover.per_layer`` draws the parents' weights ``w ~ N(mean, std)`` once per layer
+instead of once for the model. This script crosses every pair of the run's stored genomes (the
+experts and the archived elites) both ways from the same random stream and reports how far the
+per-layer child lies from the model-wise one (``||c_layer - c_model|| / ||c_model||`` over all
+coefficients), next to the normalised weight's spread and the size of one SVD mutation step
+(``||u * s|| / ||c||`` on the active expert's slice, with the run's ``w_max`` and sign), for
+each ``std``. It builds the run's
+basis (one SVD per expert and tensor) and evaluates nothing, so it runs in a few minutes on a CPU.
+
+Usage::
+
+    python benchmarks/crossover_weights.py RUN_DIR [--stds 0.01 0.1 0.3] [--kind per_expert]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from cycleqd.merging.basis import ExpertBasis
+
+
+def slice_mask(basis: ExpertBasis, expert: int, names: list[str]) -> torch.Tensor:
+    """1 on expert ``expert``'s coefficients of every matrix (what SVD mutation moves), else 0."""
+    parts = []
+    for name in names:
+        matrix = basis.matrices.get(name)
+        if matrix is None:  # 1-D tensors: one scalar per expert, never mutated
+            parts.append(torch.zeros(len(basis.experts)))
+            continue
+        part = torch.zeros(matrix.rank)
+        part[matrix.slice(expert)] = 1.0
+        parts.append(part)
+    return torch.cat(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run directory (config.yaml, individuals/)")
+    parser.add_argument("--stds", type=float, nargs="+", default=[0.01, 0.1, 0.3])
+    parser.add_argument("--kind", choices=["linear", "per_expert"], default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from cycleqd.config import load_config
+    from cycleqd.merging.crossover import crossover
+    from cycleqd.merging.genome import Genome
+    from cycleqd.merging.mutation import svd_mutation
+    from cycleqd.search.run import Session
+
+    config_path = args.run / "config.yaml"
+    if not config_path.is_file():
+        parser.error(f"{config_path}: no run config there")
+    config = load_config(config_path)
+    kind = args.kind or config.search.crossover.kind
+    mean, mutation = config.search.crossover.mean, config.search.mutation
+    session = Session(config, engine=False)
+    basis = session.basis
+    stored = sorted((args.run / "individuals").glob("*.safetensors"))
+    genomes = {p.stem: Genome.load(p) for p in stored if p.stem != "final"}
+    if len(genomes) < 2:
+        parser.error(f"{args.run}/individuals: fewer than two genomes to cross")
+
+    def flat(g: Genome) -> torch.Tensor:
+        return torch.cat([g.coeffs[n].flatten() for n in sorted(g.coeffs)])
+
+    out: dict[str, object] = {"benchmark": "crossover_weights", "run": str(args.run)}
+    out["kind"], out["genomes"] = kind, sorted(genomes)
+    rows = {}
+    for std in args.stds:
+        moved, steps = [], []
+        for i, (a, b) in enumerate(itertools.combinations(sorted(genomes), 2)):
+            children = []
+            for per_layer in (False, True):
+                rng = torch.Generator().manual_seed(args.seed * 100_003 + i)
+                child, _ = crossover(
+                    genomes[a], genomes[b], rng, mean=mean, std=std, per_layer=per_layer,
+                    kind=kind, basis=basis,
+                )  # fmt: skip
+                children.append(flat(child))
+            model, layer = children
+            if float(model.norm()) > 0:
+                moved.append(float((layer - model).norm() / model.norm()))
+            # one signed SVD mutation step of the model-wise child, for scale
+            rng = torch.Generator().manual_seed(args.seed * 100_003 + i)
+            child, _ = crossover(
+                genomes[a], genomes[b], rng, mean=mean, std=std, kind=kind, basis=basis
+            )
+            expert = i % len(basis.experts)
+            mutated = svd_mutation(
+                child, basis, expert, rng, w_max=mutation.w_max, signed=mutation.signed
+            )
+            mask = slice_mask(basis, expert, sorted(child.coeffs))
+            c = flat(child) * mask
+            if float(c.norm()) > 0:
+                steps.append(float(((flat(mutated) - flat(child)) * mask).norm() / c.norm()))
+        rows[str(std)] = {
+            "pairs": len(moved),
+            "per_layer_moves_child_rel_median": round(statistics.median(moved), 5),
+            "per_layer_moves_child_rel_max": round(max(moved), 5),
+            "mutation_step_rel_median": round(statistics.median(steps), 5) if steps else None,
+        }
+    out["by_std"] = rows
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
