@@ -77,30 +77,27 @@ def main() -> None:
     for std in args.stds:
         moved, steps = [], []
         for i, (a, b) in enumerate(itertools.combinations(sorted(genomes), 2)):
-            children = []
+            crossed = {}
             for per_layer in (False, True):
                 rng = torch.Generator().manual_seed(args.seed * 100_003 + i)
                 child, _ = crossover(
                     genomes[a], genomes[b], rng, mean=mean, std=std, per_layer=per_layer,
                     kind=kind, basis=basis,
                 )  # fmt: skip
-                children.append(flat(child))
-            model, layer = children
+                crossed[per_layer] = child, rng
+            child, rng = crossed[False]  # rng as crossover left it: mutation draws next
+            model, layer = flat(child), flat(crossed[True][0])
             if float(model.norm()) > 0:
                 moved.append(float((layer - model).norm() / model.norm()))
-            # one signed SVD mutation step of the model-wise child, for scale
-            rng = torch.Generator().manual_seed(args.seed * 100_003 + i)
-            child, _ = crossover(
-                genomes[a], genomes[b], rng, mean=mean, std=std, kind=kind, basis=basis
-            )
+            # one SVD mutation step of the model-wise child, for scale
             expert = i % len(basis.experts)
             mutated = svd_mutation(
                 child, basis, expert, rng, w_max=mutation.w_max, signed=mutation.signed
             )
             mask = slice_mask(basis, expert, sorted(child.coeffs))
-            c = flat(child) * mask
+            c = model * mask
             if float(c.norm()) > 0:
-                steps.append(float(((flat(mutated) - flat(child)) * mask).norm() / c.norm()))
+                steps.append(float(((flat(mutated) - model) * mask).norm() / c.norm()))
         rows[str(std)] = {
             "pairs": len(moved),
             "per_layer_moves_child_rel_median": round(statistics.median(moved), 5),

@@ -95,7 +95,7 @@ def input_grams(model_dir: Path, chats: list[list[dict[str, str]]]) -> dict[str,
 def regmean_genome(
     basis: Any,
     base: Any,
-    experts: list[Path],
+    experts: list[Any],  # the experts' weight sources, in the basis's order
     grams: list[dict[str, torch.Tensor]],
     alpha: float,
     zero: dict[str, torch.Tensor],
@@ -103,12 +103,10 @@ def regmean_genome(
     """RegMean of the experts as a dense genome: ``(sum_e dW_e G_e)(sum_e G_e)^-1`` per linear
     layer (``G_e`` with its off-diagonal scaled by ``alpha``), the task vectors' sum elsewhere."""
     from cycleqd.merging.genome import Genome
-    from cycleqd.merging.sources import SafetensorsSource
 
-    sources = [SafetensorsSource(e) for e in experts]
     dense = {}
     for name in basis.names:
-        deltas = [s.get(name).double() - base.get(name).double() for s in sources]
+        deltas = [e.get(name).double() - base.get(name).double() for e in experts]
         if name not in grams[0]:
             dense[name] = sum(deltas).float()
             continue
@@ -267,7 +265,12 @@ def main() -> None:
                     names.append(f"regmean {alpha}")
                     extra.append(
                         regmean_genome(
-                            basis, base, [paths[n] for n in basis.experts], grams, alpha, zero
+                            basis,
+                            base,
+                            [session.experts[n] for n in basis.experts],  # their loaded files
+                            grams,
+                            alpha,
+                            zero,
                         )
                     )
                 genomes.extend(extra)
