@@ -43,7 +43,7 @@ def main() -> None:
             continue
         say(f"ablation {i}: {label}")
         run_dir, summary = demo.search(
-            base, experts, data, preset=variant, run_name=f"ablation-{_slug(label)}"
+            base, experts, data, overrides=variant, run_name=f"ablation-{_slug(label)}"
         )
         report = demo.evaluate(_slug(label), Path(summary["final"]["model"]), test_files, "test")
         row = _ablation_row(label, report, summary, seed=preset.seed)

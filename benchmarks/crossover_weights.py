@@ -53,14 +53,14 @@ def main() -> None:
     from cycleqd.merging.crossover import crossover
     from cycleqd.merging.genome import Genome
     from cycleqd.merging.mutation import svd_mutation
-    from cycleqd.search.run import Session
+    from cycleqd.search.session import Session
 
     config_path = args.run / "config.yaml"
     if not config_path.is_file():
         parser.error(f"{config_path}: no run config there")
     config = load_config(config_path)
     kind = args.kind or config.search.crossover.kind
-    mean, mutation = config.search.crossover.mean, config.search.mutation
+    mean, mutation = config.search.crossover.params.mean, config.search.mutation.params
     session = Session(config, engine=False)
     basis = session.basis
     stored = sorted((args.run / "individuals").glob("*.safetensors"))

@@ -75,7 +75,7 @@ def main() -> None:
 
     from cycleqd.merging.genome import expert_genome
     from cycleqd.search.executors.serial import GroupEvaluator
-    from cycleqd.search.run import Session
+    from cycleqd.search.session import Session
 
     with tempfile.TemporaryDirectory(prefix="cqd-repro-") as tmp:
         for dtype in args.dtypes:

@@ -184,7 +184,7 @@ def main() -> None:
     from cycleqd.merging.genome import Genome, combine, expert_genome
     from cycleqd.merging.sources import SafetensorsSource
     from cycleqd.search.executors.serial import GroupEvaluator
-    from cycleqd.search.run import Session
+    from cycleqd.search.session import Session
 
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="cqd-probe-") as tmp:

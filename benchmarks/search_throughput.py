@@ -69,7 +69,7 @@ def main() -> None:
     from demo_inputs import say, validation_config
 
     from cycleqd.search.executors.serial import GroupEvaluator
-    from cycleqd.search.run import Session
+    from cycleqd.search.session import Session
 
     with tempfile.TemporaryDirectory(prefix="cqd-throughput-") as tmp:
         config, preset = validation_config(

@@ -31,8 +31,10 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.tasks[0].params["data"] == str((tmp_path / "b.jsonl").resolve())
     assert cfg.search.generations == 1200 and cfg.tasks[0].bc.bins == 15
     assert cfg.tasks[0].bc.range == "auto"
-    assert cfg.search.sampler.alpha_low == 0.5 and cfg.search.sampler.alpha_high == 0.8
-    assert cfg.search.mutation.w_max == 0.1 and cfg.search.crossover.std == 0.01
+    sampler, crossover = cfg.search.sampler, cfg.search.crossover
+    assert sampler.kind == "elite" and crossover.kind == "linear"
+    assert sampler.params.alpha_low == 0.5 and sampler.params.alpha_high == 0.8
+    assert cfg.search.mutation.params.w_max == 0.1 and crossover.params.std == 0.01
     assert cfg.task_experts() == [1, 0]  # by name, then by the explicit key
 
 

@@ -165,7 +165,7 @@ def run(
         Path | None,
         typer.Option(
             help="A finished run whose config differs from this one only in the final stage "
-            "(search.final_model, final_merge, final_density, final_temperature): its archives "
+            "(search.final_model, search.final_merge): its archives "
             "are copied and only this config's final stage runs."
         ),
     ] = None,

@@ -7,19 +7,23 @@ default is the most expensive kind of bug in a search that runs for days. Errors
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cycleqd.errors import CycleQDError
-
-
-class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are rejected, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from cycleqd.schema import StrictModel, format_validation_error
+from cycleqd.search.operators import (
+    CROSSOVERS,
+    FINAL_MERGES,
+    MUTATIONS,
+    SAMPLERS,
+    choice_type,
+    default_choice,
+)
 
 
 class ExpertConfig(StrictModel):
@@ -79,69 +83,50 @@ class ConstraintConfig(StrictModel):
     )
 
 
-class SamplerConfig(StrictModel):
-    """Parent selection. ``elite`` is the paper's elite sampling, ``random`` its ablation."""
-
-    kind: Literal["elite", "random"] = "elite"
-    alpha_low: float = Field(default=0.5, ge=0.0)
-    alpha_high: float = Field(default=0.8, ge=0.0)
-
-
-class CrossoverConfig(StrictModel):
-    """Model-wise linear merge of the parents' task vectors with Gaussian weights."""
-
-    mean: float = 1.0
-    std: float = Field(default=0.01, ge=0.0)
-    per_layer: bool = False
-    kind: Literal["linear", "per_expert"] = Field(
-        default="linear",
-        description="linear: the paper's weighted average of the parents' task vectors. "
-        "per_expert: the same per expert slice of the genome, weighted by how much of that "
-        "expert each parent carries, so a skill only one parent has passes on whole.",
-    )
-
-
-class MutationConfig(StrictModel):
-    """``svd`` adds terms along the active expert's singular vectors; ``gaussian``: dense noise."""
-
-    kind: Literal["svd", "gaussian", "none"] = "svd"
-    w_max: float = Field(default=0.1, ge=0.0)
-    signed: bool = Field(
-        default=False,
-        description="SVD mutation draws u from U(-w_max, w_max) instead of the paper's "
-        "U[0, w_max), so it can shrink an expert's directions as well as grow them.",
-    )
-    std: float = Field(default=3e-4, ge=0.0)
+Sampler = choice_type(SAMPLERS, "elite")
+Crossover = choice_type(CROSSOVERS, "linear")
+Mutation = choice_type(MUTATIONS, "svd")
+FinalMerge = choice_type(FINAL_MERGES, "softmax")
 
 
 class SearchConfig(StrictModel):
-    """The CycleQD loop."""
+    """The CycleQD loop: its budget and its operators, each chosen by name.
+
+    Each operator section is ``{kind: NAME, ...that operator's parameters}`` (or ``NAME``
+    alone); the kinds and their parameters are registered in :mod:`cycleqd.search.operators`.
+    """
 
     generations: int = Field(default=1200, ge=0)
-    sampler: SamplerConfig = SamplerConfig()
-    crossover: CrossoverConfig = CrossoverConfig()
-    mutation: MutationConfig = MutationConfig()
-    final_temperature: float = Field(
-        default=1.0,
-        gt=0.0,
-        description="Softmax temperature over elite qualities in the final merge.",
+    sampler: Sampler = Field(
+        default_factory=default_choice(SAMPLERS, "elite"),
+        description="Parent selection. elite: the paper's elite sampling (alpha_low, "
+        "alpha_high); random: its ablation.",
+    )
+    crossover: Crossover = Field(
+        default_factory=default_choice(CROSSOVERS, "linear"),
+        description="linear: the paper's weighted average of the parents' task vectors with "
+        "N(mean, std) weights (per_layer: one pair per layer). per_expert: the same per expert "
+        "slice of the genome, weighted by how much of that expert each parent carries, so a "
+        "skill only one parent has passes on whole.",
+    )
+    mutation: Mutation = Field(
+        default_factory=default_choice(MUTATIONS, "svd"),
+        description="svd: terms along the active task's expert's singular vectors, "
+        "u ~ U[0, w_max) (signed: U(-w_max, w_max)). gaussian: dense N(0, std) noise. none.",
     )
     final_model: Literal["merge", "best_of"] = Field(
         default="merge",
-        description="merge: the paper's softmax merge of each archive's best elite. best_of: that "
-        "merge or an archived individual, whichever has the best mean validation score.",
+        description="merge: the final merge of each archive's best elite. best_of: that merge "
+        "or an archived individual, whichever has the best mean validation score.",
     )
-    final_merge: Literal["softmax", "ties", "assemble"] = Field(
-        default="softmax",
-        description="How the final merge combines each archive's best elite. softmax: the paper's "
-        "weights softmax(quality / final_temperature). ties: mergekit's TIES over the distinct "
-        "elites' task vectors (trim to final_density, elect signs, average agreeing entries). "
+    final_merge: FinalMerge = Field(
+        default_factory=default_choice(FINAL_MERGES, "softmax"),
+        description="How the final merge combines each archive's best elite. softmax: the "
+        "paper's weights softmax(quality / temperature). ties: mergekit's TIES over the distinct "
+        "elites' task vectors (trim to density, elect signs, average agreeing entries). "
         "assemble: each expert's slice of the genome from the best elite of its task's archive, "
         "in full (task arithmetic at weight 1 when those elites are the experts), for experts "
         "whose task vectors do not interfere (anchored experts).",
-    )
-    final_density: float = Field(
-        default=0.5, gt=0.0, le=1.0, description="Share of each task vector TIES keeps."
     )
     plot_every: int = Field(default=50, ge=0, description="Redraw elite maps every N generations.")
 
@@ -280,20 +265,12 @@ class RunConfig(StrictModel):
         return out
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line naming the first offending key path, e.g. ``search.generations: ...``."""
-    first = err.errors()[0]
-    parts = [*(prefix.split(".") if prefix else []), *(str(p) for p in first["loc"])]
-    loc = ".".join(parts)
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{loc or '<root>'}: {msg}{extra}"
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply one ``--set key.path=value`` override; list items are addressed by index.
 
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply one ``--set key.path=value`` override; list items are addressed by index."""
+    An operator given by name alone (``final_merge: ties``) opens as ``{kind: ties}`` when a
+    path goes into it (``search.final_merge.density=1``).
+    """
     parts = dotted.split(".")
     node: Any = data
     for depth, part in enumerate(parts):
@@ -314,6 +291,8 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         else:
             if isinstance(node, dict) and key not in node:
                 node[key] = {}
+            elif isinstance(node, dict) and isinstance(node[key], str):
+                node[key] = {"kind": node[key]}
             node = node[key]
 
 
@@ -365,13 +344,57 @@ def resolve_task_paths(params: dict[str, Any], root: Path) -> None:
             params[key] = str((root / value).resolve())
 
 
+# The operator keys of configs written before operators were chosen by name: every operator's
+# parameters sat side by side, and the final merge's were top-level search keys.
+_LEGACY_FINAL = {
+    "final_temperature": ("softmax", "temperature"),
+    "final_density": ("ties", "density"),
+}
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dumped before operators had their own parameter models, in today's keys.
+
+    Why: ``config.yaml`` of a run directory is what ``cycleqd resume`` reads; a run started by
+    an earlier version must resume. Recognised by its top-level ``search.final_temperature`` or
+    ``search.final_density`` (every dump of those versions wrote both); each operator section
+    keeps only the keys its kind takes, and the final merge's parameter moves under it.
+    """
+    search = data.get("search")
+    if not isinstance(search, dict) or not set(_LEGACY_FINAL) & set(search):
+        return data
+    search = dict(search)
+    final = search.get("final_merge", "softmax")
+    final = {"kind": final} if isinstance(final, str) else dict(final)
+    for key, (kind, param) in _LEGACY_FINAL.items():
+        value = search.pop(key, None)
+        if value is not None and final.get("kind", "softmax") == kind:
+            final[param] = value
+    search["final_merge"] = final
+    for section, registry, default in (
+        ("sampler", SAMPLERS, "elite"),
+        ("mutation", MUTATIONS, "svd"),
+        ("crossover", CROSSOVERS, "linear"),
+    ):
+        spec = search.get(section)
+        if isinstance(spec, dict) and spec.get("kind", default) in registry:
+            kept = registry.get(spec.get("kind", default)).params.model_fields
+            search[section] = {k: v for k, v in spec.items() if k == "kind" or k in kept}
+    return {**data, "search": search}
+
+
 def load_config(
     path: Path | None = None,
     *,
     data: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """Read, override and validate a config; relative paths are taken from the file's folder."""
+    """Read, override and validate a config; relative paths are taken from the file's folder.
+
+    ``overrides``: ``key.path=value`` strings (``--set``); ``values``: the same as a mapping of
+    key paths to parsed values (a preset's overlay), applied after them.
+    """
     root = Path.cwd()
     if path is not None:
         if not path.is_file():
@@ -383,9 +406,9 @@ def load_config(
         root = path.resolve().parent
     if not isinstance(data, dict):
         raise CycleQDError(f"{path}: the top level must be a mapping of config keys")
-    data = dict(data)
-    for key, value in parse_overrides(overrides or []):
-        _set_path(data, key, value)
+    data = upgrade_legacy(dict(data))
+    for key, value in [*parse_overrides(overrides or []), *(values or {}).items()]:
+        set_path(data, key, value)
     _resolve_paths(data, root)
     try:
         return RunConfig.model_validate(data)

@@ -5,8 +5,7 @@ weights, data, settings and code gives the same result (every random choice flow
 and decoding is greedy). A stored result whose key equals the key of the work about to start is
 that work's result; a changed byte anywhere in the inputs or the code changes the key.
 
-The file hashing is the expert cache's own (``train/cache.py``), so that module, whose source is
-part of every cached expert's key, stays unchanged.
+Files are hashed by :mod:`cycleqd.hashing`, as the expert and basis caches hash them.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cycleqd
-from cycleqd.train.cache import _hash_file as hash_file
-from cycleqd.train.cache import _hash_tree as hash_tree
+from cycleqd.hashing import hash_file, hash_tree
 
 PACKAGE = Path(cycleqd.__file__).parent
 

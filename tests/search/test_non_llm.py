@@ -16,7 +16,8 @@ from torch import nn
 from cycleqd.merging.basis import build_basis
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import DictSource
-from cycleqd.search.loop import CycleQD, SearchSettings
+from cycleqd.config import BCConfig, SearchConfig
+from cycleqd.search.loop import CycleQD
 from cycleqd.search.store import RunStore
 from cycleqd.tasks.base import TaskResult
 
@@ -68,7 +69,9 @@ class Accuracy:
         return TaskResult(float((pred == self.y).float().mean()))
 
 
-def cnn_search(tmp_path: Path, **settings) -> dict:
+def cnn_search(
+    tmp_path: Path, search: dict | None = None, combine: str = "sum", combine_density: float = 0.5
+) -> dict:
     """Train two CNN experts on their tasks and run CycleQD over their merges; the summary."""
     torch.manual_seed(0)
     base = TinyCNN()
@@ -92,8 +95,8 @@ def cnn_search(tmp_path: Path, **settings) -> dict:
         DictSource(base.state_dict()),
         resident,
         torch.device("cpu"),
-        combine=settings.get("combine", "sum"),
-        density=settings.get("combine_density", 0.5),
+        combine=combine,
+        density=combine_density,
     )
     tasks = [Accuracy(t) for t in LABELS]
     store = RunStore(tmp_path / "run")
@@ -109,7 +112,11 @@ def cnn_search(tmp_path: Path, **settings) -> dict:
         engine=resident,
         tasks=tasks,
         task_experts=[0, 1],
-        settings=SearchSettings(generations=20, seed=3, bc_bins=[6, 6], **settings),
+        search=SearchConfig.model_validate({"generations": 20, **(search or {})}),
+        seed=3,
+        bcs=[BCConfig(bins=6), BCConfig(bins=6)],
+        combine=combine,
+        combine_density=combine_density,
         store=store,
         export=export,
     )
@@ -132,7 +139,7 @@ def test_cnn_search_end_to_end(tmp_path: Path) -> None:
 
 
 def test_per_expert_crossover_and_best_of_final(tmp_path: Path) -> None:
-    summary = cnn_search(tmp_path, crossover_kind="per_expert", final_model="best_of")
+    summary = cnn_search(tmp_path, {"crossover": "per_expert", "final_model": "best_of"})
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 20
     final = summary["final"]
@@ -154,7 +161,7 @@ def test_ties_final_merge_of_the_best_elites(tmp_path: Path) -> None:
     # density 1: sign election and disjoint mean only (trimming half of these small CNNs' task
     # vectors leaves both skills at chance: 0.49 / 0.51, measured)
     summary = cnn_search(
-        tmp_path, crossover_kind="per_expert", final_merge="ties", final_density=1.0
+        tmp_path, {"crossover": "per_expert", "final_merge": {"kind": "ties", "density": 1.0}}
     )
     final = summary["final"]
     assert final["merge"] == "ties" and final["beta"] is None
@@ -174,11 +181,9 @@ def test_search_in_the_ties_genome_space(tmp_path: Path) -> None:
     # best elites: a softmax merge would halve both parts before they are merged)
     summary = cnn_search(
         tmp_path,
-        crossover_kind="per_expert",
+        {"crossover": "per_expert", "final_merge": {"kind": "ties", "density": 1.0}},
         combine="ties",
         combine_density=1.0,
-        final_merge="ties",
-        final_density=1.0,
     )
     scores = summary["expert_scores"]
     assert scores["leftright"]["leftright"] > 0.8 and scores["topbottom"]["topbottom"] > 0.8
@@ -188,7 +193,7 @@ def test_search_in_the_ties_genome_space(tmp_path: Path) -> None:
 def test_assemble_final_merge_of_the_best_elites(tmp_path: Path) -> None:
     from cycleqd.merging.genome import Genome
 
-    summary = cnn_search(tmp_path, crossover_kind="per_expert", final_merge="assemble")
+    summary = cnn_search(tmp_path, {"crossover": "per_expert", "final_merge": "assemble"})
     final = summary["final"]
     assert final["merge"] == "assemble" and final["beta"] is None
     assert final["chosen"] == "merge" and final["scores"] == final["merge_scores"]

@@ -202,18 +202,19 @@ class Demo:
         data: dict[str, dict[str, Path]],
         seed: int | None = None,
         *,
-        preset: Preset | None = None,
+        overrides: dict[str, Any] | None = None,
         run_name: str | None = None,
     ):
         """One CycleQD search on the validation splits: its run directory and summary.
 
-        ``preset`` overrides the demo's operators (the ablation's variants); sizes stay the
-        demo's. ``run_name`` names the run directory (default: ``cycleqd``, ``cycleqd-seed{s}``).
+        ``overrides`` (``--set`` paths of the run config) replace the preset's own ``run``
+        overrides (the ablation's variants); sizes stay the demo's. ``run_name`` names the run
+        directory (default: ``cycleqd``, ``cycleqd-seed{s}``). The run directory's
+        ``config.yaml`` is the exact config searched: ``cycleqd run`` takes it unchanged.
         """
         from cycleqd.config import load_config
         from cycleqd.search.run import start_or_resume_run
 
-        p = preset or self.p
         seed = self.p.seed if seed is None else seed
         config = {
             "seed": seed,
@@ -223,17 +224,8 @@ class Demo:
                 {**self._task(skill, data[skill]["validation"]), "bc": {"bins": self.p.bins}}
                 for skill in SKILLS
             ],
-            "search": {
-                "generations": self.p.generations,
-                "plot_every": 0,
-                "crossover": {"kind": p.crossover},
-                "mutation": {"signed": p.signed_mutation, "w_max": p.w_max},
-                "final_model": p.final_model,
-                "final_merge": p.final_merge,
-            },
+            "search": {"generations": self.p.generations, "plot_every": 0},
             "engine": self._engine(),
-            "basis": {"kind": p.basis_kind, "combine": p.combine},
-            "executor": {"children_per_batch": p.children_per_batch, "population": p.population},
         }
         constraint = self._language_constraint()
         if constraint is not None:
@@ -257,8 +249,9 @@ class Demo:
             if how != "new":
                 self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
 
+        chosen = self.p.run if overrides is None else overrides
         summary, _ = start_or_resume_run(
-            load_config(data=config),
+            load_config(data=config, values=chosen),
             run_dir,
             progress=progress,
             announce=announce,
@@ -417,7 +410,7 @@ class Demo:
                 for label, variant in ablations(self.p):
                     self.say(f"  ablation: {label}")
                     _, summ = self.search(
-                        base, experts, data, preset=variant, run_name=f"ablation-{_slug(label)}"
+                        base, experts, data, overrides=variant, run_name=f"ablation-{_slug(label)}"
                     )
                     variants.append((label, Path(summ["final"]["model"]), summ))
         models: list[tuple[str, Path]] = [("base", base)]

@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from cycleqd.errors import CycleQDError
+from cycleqd.hashing import hash_file
 
 
 class StateSource(Protocol):
@@ -49,12 +50,6 @@ _ST_DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-
-def _hash_file(path: Path, digest: hashlib._Hash) -> None:
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
 
 
 class SafetensorsSource:
@@ -133,7 +128,7 @@ class SafetensorsSource:
         digest = hashlib.sha256()
         for file in sorted(set(self._where.values())):
             digest.update(file.name.encode())
-            _hash_file(file, digest)
+            hash_file(digest, file)
         return digest.hexdigest()
 
 

@@ -18,59 +18,28 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from cycleqd.config import BCConfig, SearchConfig
 from cycleqd.errors import CycleQDError
-from cycleqd.merging.aggregate import (
-    assemble_genome,
-    final_genome,
-    softmax_weights,
-    ties_genome,
-)
 from cycleqd.merging.basis import ExpertBasis
-from cycleqd.merging.crossover import crossover
-from cycleqd.merging.genome import Genome, base_genome, expert_genome
+from cycleqd.merging.genome import Combine, Genome, base_genome, expert_genome
 from cycleqd.merging.materialise import Materialiser
-from cycleqd.merging.mutation import gaussian_mutation, svd_mutation
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.executors import Evaluation, Executor, SerialExecutor
-from cycleqd.search.sampling import sample_parents
+from cycleqd.search.operators import (
+    CROSSOVERS,
+    FINAL_MERGES,
+    MUTATIONS,
+    SAMPLERS,
+    Breeding,
+    Finishing,
+)
 from cycleqd.search.store import RunStore
 from cycleqd.tasks.base import Task
-
-
-@dataclass
-class SearchSettings:
-    """What the loop needs from the config, free of any file or model specifics."""
-
-    generations: int
-    seed: int = 0
-    sampler: str = "elite"
-    alpha_low: float = 0.5
-    alpha_high: float = 0.8
-    crossover_mean: float = 1.0
-    crossover_std: float = 0.01
-    crossover_per_layer: bool = False
-    crossover_kind: str = "linear"  # or "per_expert"
-    mutation: str = "svd"
-    w_max: float = 0.1
-    mutation_signed: bool = False
-    mutation_std: float = 3e-4
-    final_temperature: float = 1.0
-    final_model: str = "merge"  # or "best_of": the merge or an elite, by mean validation score
-    final_merge: str = "softmax"  # "ties" or "assemble": how the archives' best elites merge
-    final_density: float = 0.5  # TIES: share of each elite's task vector kept
-    combine: str = "sum"  # ``basis.combine``: how a genome's expert parts form its task vector
-    combine_density: float = 0.5
-    # (task name, max_drop): children scoring below the base model minus max_drop are not kept
-    constraints: Sequence[tuple[str, float]] = ()
-    bc_ranges: Sequence[tuple[float, float] | str] = ()
-    bc_bins: Sequence[int] = ()
-    plot_every: int = 50
 
 
 def generation_rngs(seed: int, generation: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -111,8 +80,15 @@ class CycleQD:
         engine: what the tasks evaluate (holds the resident model).
         tasks: the K tasks; archive k uses task k's score as quality.
         task_experts: for each task, the index of the expert whose basis mutation follows.
-        settings: loop settings.
+        search: the loop's budget and operators (the config's ``search`` section).
         store: the run directory.
+        seed: every random choice of the run derives from it.
+        bcs: per task, how its score is binned as a BC (default: the paper's auto range, 15
+            bins).
+        constraints: ``(task name, max_drop)``: children scoring more than ``max_drop`` below
+            the base model on that task enter no archive.
+        combine, combine_density: how a genome's expert parts form its task vector
+            (``basis.combine``, ``basis.density``), which the final merge may need.
         export: called with the final genome once materialised; writes the final model.
         progress: receives an event dict after each step (for progress bars and logs).
         seeding: the experts' scores (``expert_scores``) and the base model's (``base_scores``,
@@ -125,8 +101,13 @@ class CycleQD:
         *,
         basis: ExpertBasis,
         task_experts: Sequence[int],
-        settings: SearchSettings,
+        search: SearchConfig,
         store: RunStore,
+        seed: int = 0,
+        bcs: Sequence[BCConfig] = (),
+        constraints: Sequence[tuple[str, float]] = (),
+        combine: Combine = "sum",
+        combine_density: float = 0.5,
         materialiser: Materialiser | None = None,
         engine: Any = None,
         tasks: Sequence[Task] | None = None,
@@ -148,7 +129,12 @@ class CycleQD:
         self.executor = executor
         self.task_names = names
         self.task_experts = list(task_experts)
-        self.settings = settings
+        self.search = search
+        self.seed = seed
+        self.bcs = list(bcs)
+        self.constraints = list(constraints)
+        self.combine: Combine = combine
+        self.combine_density = combine_density
         self.store = store
         self.export = export
         self.progress = progress or (lambda event: None)
@@ -200,36 +186,34 @@ class CycleQD:
                 self.executor.submit(name, genome)
         if self.seeding is not None:
             expert_scores = {n: dict(self.seeding["expert_scores"][n]) for n in self.basis.experts}
-            if self.settings.constraints:
+            if self.constraints:
                 expert_scores[_BASE] = dict(self.seeding["base_scores"])
             for e, name in enumerate(expert_scores):
                 who = "base model" if name == _BASE else name
                 self.progress({"phase": "seeding", "expert": who, "index": e, "shared": True})
         else:
-            if self.settings.constraints:
+            if self.constraints:
                 self.executor.submit(_BASE, base_genome(self.basis))
-            for e in range(len(self.basis.experts) + bool(self.settings.constraints)):
+            for e in range(len(self.basis.experts) + bool(self.constraints)):
                 result = self.executor.next_result()
                 who = "base model" if result.key == _BASE else result.key
                 self.progress({"phase": "seeding", "expert": who, "index": e})
                 expert_scores[result.key] = result.scores
         base_scores = expert_scores.pop(_BASE, None)
         floors = (
-            {name: base_scores[name] - drop for name, drop in self.settings.constraints}
+            {name: base_scores[name] - drop for name, drop in self.constraints}
             if base_scores is not None
             else {}
         )
         expert_scores = {name: expert_scores[name] for name in self.basis.experts}
         ranges: dict[str, list[float]] = {}
-        for t, task in enumerate(self.task_names):
-            spec = self.settings.bc_ranges[t] if self.settings.bc_ranges else "auto"
+        bcs = self.bcs or [BCConfig() for _ in self.task_names]
+        for bc, task in zip(bcs, self.task_names, strict=True):
+            spec = bc.range
             if spec == "auto":
                 spec = auto_range([s[task] for s in expert_scores.values()])
             ranges[task] = [float(spec[0]), float(spec[1])]
-        bins = {
-            task: int(self.settings.bc_bins[t]) if self.settings.bc_bins else 15
-            for t, task in enumerate(self.task_names)
-        }
+        bins = {task: bc.bins for bc, task in zip(bcs, self.task_names, strict=True)}
         archives = []
         for task in self.task_names:
             bc_tasks = [t for t in self.task_names if t != task]
@@ -295,7 +279,7 @@ class CycleQD:
 
     def _search(self) -> None:
         """Keep the executor full until every generation has been evaluated and inserted."""
-        total = self.settings.generations
+        total = self.search.generations
         next_generation = int(self.state.get("next_generation", self.state["generations_done"]))
         redo = deque(sorted(int(g) for g in self.state.get("in_flight", []) if int(g) < total))
         while redo or self._in_flight or next_generation < total:
@@ -321,38 +305,20 @@ class CycleQD:
 
     def _breed(self, generation: int) -> tuple[str, Genome, dict[str, Any]]:
         """Sample two parents from archive ``generation mod K``, cross them over, mutate."""
-        s = self.settings
+        s = self.search
         q = generation % len(self.task_names)
         archive = self.archives[q]
-        sampling_rng, operator_rng = generation_rngs(s.seed, generation)
-        p1, p2 = sample_parents(
-            archive.elites(),
-            sampling_rng,
-            kind=s.sampler,
-            alpha_low=s.alpha_low,
-            alpha_high=s.alpha_high,
-        )
-        child, weights = crossover(
+        sampling_rng, operator_rng = generation_rngs(self.seed, generation)
+        p1, p2 = SAMPLERS.get(s.sampler.kind).fn(archive.elites(), sampling_rng, s.sampler.params)
+        ctx = Breeding(basis=self.basis, expert=self.task_experts[q])
+        child, weights = CROSSOVERS.get(s.crossover.kind).fn(
             self.store.load_individual(p1.id),
             self.store.load_individual(p2.id),
             operator_rng,
-            mean=s.crossover_mean,
-            std=s.crossover_std,
-            per_layer=s.crossover_per_layer,
-            kind=s.crossover_kind,  # type: ignore[arg-type]
-            basis=self.basis,
+            s.crossover.params,
+            ctx,
         )
-        if s.mutation == "svd":
-            child = svd_mutation(
-                child,
-                self.basis,
-                self.task_experts[q],
-                operator_rng,
-                w_max=s.w_max,
-                signed=s.mutation_signed,
-            )
-        elif s.mutation == "gaussian":
-            child = gaussian_mutation(child, self.basis, operator_rng, std=s.mutation_std)
+        child = MUTATIONS.get(s.mutation.kind).fn(child, operator_rng, s.mutation.params, ctx)
         child_id = f"g{generation:06d}"
         self.store.save_individual(child_id, child)
         meta = {
@@ -371,7 +337,6 @@ class CycleQD:
         started: float,
     ) -> None:
         """Put a scored child into every archive it wins; log it; commit the run directory."""
-        s = self.settings
         violated = self._violations(scores)
         if violated:
             inserted = {a.task: 0 for a in self.archives}
@@ -401,7 +366,8 @@ class CycleQD:
         self.store.commit(self.state)
         self.store.prune_individuals(keep)
         self.progress({"phase": "search", "done": done, **line})
-        if s.plot_every and self.plot is not None and done % s.plot_every == 0:
+        every = self.search.plot_every
+        if every and self.plot is not None and done % every == 0:
             self.plot(self.store, [a.to_json() for a in self.archives])
 
     def _violations(self, scores: dict[str, float]) -> list[str]:
@@ -409,7 +375,7 @@ class CycleQD:
         return _below(scores, self.state.get("constraint_floors") or {})
 
     def _final(self) -> None:
-        """Merge each archive's best elite (``final_merge``: softmax, TIES, assemble); evaluate.
+        """Merge each archive's best elite (the ``final_merge`` operator); evaluate.
 
         With ``final_model: best_of`` an archived individual whose mean validation score beats
         the merge's is the final model instead: every elite was already scored on every task, so
@@ -419,28 +385,21 @@ class CycleQD:
         """
         self.progress({"phase": "final"})
         bests = [a.best() for a in self.archives]
-        qualities = [b.quality for b in bests]
-        if self.settings.final_merge == "assemble":
-            loaded = {i: self.store.load_individual(i) for i in {b.id for b in bests}}
-            genome = assemble_genome(self.basis, [loaded[b.id] for b in bests], self.task_experts)
-        elif self.settings.final_merge == "ties":
-            distinct = sorted({b.id for b in bests})
-            genome = ties_genome(
-                self.basis,
-                [self.store.load_individual(i) for i in distinct],
-                density=self.settings.final_density,
-                combine=self.settings.combine,  # type: ignore[arg-type]
-                combine_density=self.settings.combine_density,
-            )
-        else:
-            genome = final_genome(
-                [self.store.load_individual(b.id) for b in bests],
-                qualities,
-                self.settings.final_temperature,
-            )
+        merge = self.search.final_merge
+        genome, beta = FINAL_MERGES.get(merge.kind).fn(
+            bests,
+            merge.params,
+            Finishing(
+                basis=self.basis,
+                task_experts=self.task_experts,
+                load=self.store.load_individual,
+                combine=self.combine,
+                combine_density=self.combine_density,
+            ),
+        )
         result = self.evaluate(genome, records=True)
         scores, chosen = result.scores, "merge"
-        if self.settings.final_model == "best_of":
+        if self.search.final_model == "best_of":
             archived = {e.id for a in self.archives for e in a.elites()}
             candidates = sorted(
                 (i, sc)
@@ -458,12 +417,8 @@ class CycleQD:
         self.store.write_json("final/records.json", result.records)
         self.state["final"] = {
             "elites": [b.id for b in bests],
-            "merge": self.settings.final_merge,
-            "beta": (
-                softmax_weights(qualities, self.settings.final_temperature)
-                if self.settings.final_merge == "softmax"
-                else None
-            ),
+            "merge": merge.kind,
+            "beta": beta,
             "merge_scores": result.scores,
             "chosen": chosen,
             "scores": scores,

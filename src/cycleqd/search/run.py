@@ -14,130 +14,18 @@ from typing import Any, Literal
 
 from cycleqd.config import RunConfig, SearchConfig, dump_config, load_config
 from cycleqd.errors import CycleQDError
-from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
-from cycleqd.merging.genome import Genome
-from cycleqd.merging.materialise import Materialiser
-from cycleqd.merging.sources import SafetensorsSource, check_compatible
-from cycleqd.models.engine import HFEngine
+from cycleqd.keys import hash_model, hash_source, hash_task_files
+from cycleqd.report.run import plot_run
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.executors import Executor, SerialExecutor
-from cycleqd.search.loop import CycleQD, ProgressFn, SearchSettings, summarise
+from cycleqd.search.executors.ray import RayExecutor
+from cycleqd.search.loop import CycleQD, ProgressFn, summarise
+from cycleqd.search.session import Session
 from cycleqd.search.store import RunStore, atomic_write_text
-from cycleqd.tasks import build_task
-
-
-def settings_from_config(config: RunConfig) -> SearchSettings:
-    s = config.search
-    return SearchSettings(
-        generations=s.generations,
-        seed=config.seed,
-        sampler=s.sampler.kind,
-        alpha_low=s.sampler.alpha_low,
-        alpha_high=s.sampler.alpha_high,
-        crossover_mean=s.crossover.mean,
-        crossover_std=s.crossover.std,
-        crossover_per_layer=s.crossover.per_layer,
-        crossover_kind=s.crossover.kind,
-        mutation=s.mutation.kind,
-        w_max=s.mutation.w_max,
-        mutation_signed=s.mutation.signed,
-        mutation_std=s.mutation.std,
-        final_temperature=s.final_temperature,
-        final_model=s.final_model,
-        final_merge=s.final_merge,
-        final_density=s.final_density,
-        combine=config.basis.combine,
-        combine_density=config.basis.density,
-        constraints=[(c.name, c.max_drop) for c in config.constraints],
-        bc_ranges=[t.bc.range for t in config.tasks],
-        bc_bins=[t.bc.bins for t in config.tasks],
-        plot_every=s.plot_every,
-    )
-
-
-class Session:
-    """Everything a run needs in memory: built once per process."""
-
-    def __init__(
-        self,
-        config: RunConfig,
-        progress: ProgressFn | None = None,
-        *,
-        basis: ExpertBasis | None = None,
-        engine: bool = True,
-    ) -> None:
-        """``basis`` given: reuse it (a Ray actor gets it from the object store); ``engine``
-        False: no model and no task environments (the Ray driver only breeds genomes)."""
-        self.config = config
-        task_experts = config.task_experts()
-        self.task_names = [t.name for t in config.tasks]
-        # the executor scores every task and every constraint; only tasks have archives
-        self.tasks = (
-            [build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)]
-            + [
-                build_task(c.name, c.type, c.params, f"constraints.{i}")
-                for i, c in enumerate(config.constraints)
-            ]
-            if engine
-            else []
-        )
-        self.base = SafetensorsSource(config.base_model)
-        self.experts = {e.name: SafetensorsSource(e.path) for e in config.experts}
-        check_compatible(self.base, self.experts)
-        emit = progress or (lambda event: None)
-
-        def on_tensor(done: int, total: int, name: str) -> None:
-            emit({"phase": "basis", "done": done, "total": total, "tensor": name})
-
-        self.basis: ExpertBasis = basis or load_or_build_basis(
-            self.base,
-            self.experts,
-            energy=config.basis.energy,
-            rtol=config.basis.rtol,
-            kind=config.basis.kind,
-            cache_dir=config.basis.cache_dir,
-            device=config.basis.device,
-            progress=on_tensor,
-        )
-        self.task_experts = task_experts
-        if not engine:
-            return
-        emit({"phase": "engine"})
-        self.engine = HFEngine(
-            config.base_model,
-            device=config.engine.device,
-            dtype=config.engine.dtype,
-            batch_size=config.engine.batch_size,
-            population_batch_size=config.engine.population_batch_size,
-        )
-        self.materialiser = Materialiser(
-            self.basis,
-            self.base,
-            self.engine.module,
-            self.engine.device,
-            combine=config.basis.combine,
-            density=config.basis.density,
-        )
-
-    def export_genome(self, genome: Genome, out_dir: Path) -> str:
-        """Write ``genome`` as a Hugging Face model directory."""
-        self.materialiser.load(genome)
-        self.engine.save(out_dir)
-        return str(out_dir)
-
-
-def plot_run(store: RunStore, archives: list[dict[str, Any]]) -> None:
-    """Elite maps and progress curves into ``plots/`` (imported lazily: matplotlib is slow)."""
-    from cycleqd.report.plots import plot_archives, plot_progress
-
-    plot_archives(archives, store.plots_dir)
-    plot_progress(store.read_metrics(), store.plots_dir / "progress.png")
 
 
 def _executor(session: Session, store: RunStore, progress: ProgressFn | None) -> Executor:
     if session.config.executor.kind == "ray":
-        from cycleqd.search.executors.ray import RayExecutor
-
         return RayExecutor(session.config, session.basis, store.root, progress)
     ex = session.config.executor
     return SerialExecutor(
@@ -157,13 +45,19 @@ def _search(
     seeding: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     executor = _executor(session, store, progress)
+    config = session.config
     try:
         search = CycleQD(
             basis=session.basis,
             executor=executor,
             task_names=session.task_names,
             task_experts=session.task_experts,
-            settings=settings_from_config(session.config),
+            search=config.search,
+            seed=config.seed,
+            bcs=[t.bc for t in config.tasks],
+            constraints=[(c.name, c.max_drop) for c in config.constraints],
+            combine=config.basis.combine,
+            combine_density=config.basis.density,
             store=store,
             export=lambda genome: executor.export(genome, store.final_dir),
             progress=progress,
@@ -208,8 +102,6 @@ def _inputs_hash(config: RunConfig) -> Any:
     """The hash state over a run's files: base and expert models, task and constraint data, the
     package's source (the part of :func:`run_key` that reads disk, so it is done once per call
     site and copied for each config dump over the same paths)."""
-    from cycleqd.keys import hash_model, hash_source, hash_task_files
-
     h = hashlib.sha256(b"cycleqd-run/2\0")
     for model in (config.base_model, *(e.path for e in config.experts)):
         hash_model(h, model)
@@ -237,7 +129,7 @@ def run_key(config: RunConfig) -> str:
 
 # The settings that only decide the final stage (which merge of the archives' best elites, or
 # which elite, becomes the final model): nothing before it reads them.
-FINAL_STAGE_SETTINGS = ("final_model", "final_merge", "final_density", "final_temperature")
+FINAL_STAGE_SETTINGS = ("final_model", "final_merge")
 
 
 def search_config(config: RunConfig) -> RunConfig:
@@ -248,7 +140,10 @@ def search_config(config: RunConfig) -> RunConfig:
     generation and draws nothing from the seed. So one finished search can serve several final
     stages, as the demo's ablation needs.
     """
-    defaults = {k: SearchConfig.model_fields[k].default for k in FINAL_STAGE_SETTINGS}
+    defaults = {
+        k: SearchConfig.model_fields[k].get_default(call_default_factory=True)
+        for k in FINAL_STAGE_SETTINGS
+    }
     search = config.search.model_copy(update=defaults)
     return config.model_copy(update={"search": search})
 

@@ -13,8 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from cycleqd.config import format_validation_error
 from cycleqd.errors import CycleQDError
+from cycleqd.registry import Registry
+from cycleqd.schema import format_validation_error
 
 
 @dataclass
@@ -39,31 +40,28 @@ class Task(Protocol):
 
 
 TaskFactory = Callable[[str, BaseModel], Task]
-_REGISTRY: dict[str, tuple[type[BaseModel], TaskFactory]] = {}
+TASKS: Registry[tuple[type[BaseModel], TaskFactory]] = Registry("task type")
 
 
 def register_task(type_name: str, params: type[BaseModel]) -> Callable[[TaskFactory], TaskFactory]:
     """Make a task type available to configs as ``type: <type_name>``."""
 
     def wrap(factory: TaskFactory) -> TaskFactory:
-        _REGISTRY[type_name] = (params, factory)
+        TASKS.add(type_name, (params, factory))
         return factory
 
     return wrap
 
 
 def task_types() -> list[str]:
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def build_task(name: str, type_name: str, params: dict[str, Any], where: str) -> Task:
     """Instantiate a task from its config entry; ``where`` is the key path used in errors."""
-    if type_name not in _REGISTRY:
-        raise CycleQDError(
-            f"config error: {where}.type: unknown task type {type_name!r} "
-            f"(known: {', '.join(task_types())})"
-        )
-    model, factory = _REGISTRY[type_name]
+    if type_name not in TASKS:
+        raise CycleQDError(f"config error: {where}.type: {TASKS.unknown(type_name)}")
+    model, factory = TASKS.get(type_name)
     try:
         parsed = model.model_validate(params)
     except ValidationError as err:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cycleqd.errors import CycleQDError
+from cycleqd.registry import Registry
 
 Status = Literal["passed", "failed", "unsupported"]
 
@@ -36,22 +36,16 @@ class CheckOptions:
 
 
 Checker = Callable[[Path, CheckOptions], Iterator[CheckOutcome]]
-_CHECKERS: dict[str, Checker] = {}
+CHECKERS: Registry[Checker] = Registry("data format")
 
 
 def register_checker(name: str) -> Callable[[Checker], Checker]:
-    def wrap(fn: Checker) -> Checker:
-        _CHECKERS[name] = fn
-        return fn
-
-    return wrap
+    return CHECKERS.register(name)
 
 
 def checker_names() -> list[str]:
-    return sorted(_CHECKERS)
+    return CHECKERS.names()
 
 
 def get_checker(name: str) -> Checker:
-    if name not in _CHECKERS:
-        raise CycleQDError(f"unknown data format {name!r} (known: {', '.join(checker_names())})")
-    return _CHECKERS[name]
+    return CHECKERS.get(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cycleqd.errors import CycleQDError
+from cycleqd.registry import Registry
 
 SPLITS = ("train", "validation", "test")
 
@@ -28,22 +29,19 @@ class Suite:
     levels: tuple[int, ...] = (1, 2, 3)
 
 
-_SUITES: dict[str, Suite] = {}
+SUITES: Registry[Suite] = Registry("suite")
 
 
 def register_suite(suite: Suite) -> Suite:
-    _SUITES[suite.name] = suite
-    return suite
+    return SUITES.add(suite.name, suite)
 
 
 def suite_names() -> list[str]:
-    return sorted(_SUITES)
+    return SUITES.names()
 
 
 def get_suite(name: str) -> Suite:
-    if name not in _SUITES:
-        raise CycleQDError(f"unknown suite {name!r} (known: {', '.join(suite_names())})")
-    return _SUITES[name]
+    return SUITES.get(name)
 
 
 def check_split(split: str) -> None:

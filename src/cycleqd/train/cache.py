@@ -15,30 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import cycleqd
+from cycleqd.hashing import hash_file, hash_tree
 from cycleqd.train.spec import TrainSource
 
 _PACKAGE = Path(cycleqd.__file__).parent
 _CODE_DIRS = ("train", "tasks")
-_CHUNK = 1 << 20
-
-
-def _hash_file(h: Any, path: Path) -> None:
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-
-
-def _hash_tree(h: Any, root: Path, pattern: str) -> None:
-    for path in sorted(p for p in root.rglob(pattern) if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        _hash_file(h, path)
 
 
 def code_fingerprint() -> str:
     """Hash of the package version and the training/task source code."""
     h = hashlib.sha256(cycleqd.__version__.encode())
     for sub in _CODE_DIRS:
-        _hash_tree(h, _PACKAGE / sub, "*.py")
+        hash_tree(h, _PACKAGE / sub, "*.py")
     return h.hexdigest()
 
 
@@ -53,15 +41,15 @@ def expert_cache_key(
     base = Path(base)
     for path in sorted(p for p in base.iterdir() if p.is_file() and p.name != "training.json"):
         h.update(path.name.encode() + b"\0")
-        _hash_file(h, path)
+        hash_file(h, path)
     tagged = [("", s) for s in sources] + [("anchor:", s) for s in anchors]
     for tag, source in tagged:
         h.update(f"{tag}{source.kind}:{source.format}:{source.suite or ''}\0".encode())
         if source.path is not None:
-            _hash_file(h, source.path)
+            hash_file(h, source.path)
             scripts = source.path.parent.parent / "scripts" / source.path.stem
             if source.format == "agentbench-os" and scripts.is_dir():
-                _hash_tree(h, scripts, "*")
+                hash_tree(h, scripts, "*")
     h.update(json.dumps(dict(hyperparameters), sort_keys=True, default=str).encode())
     h.update(code_fingerprint().encode())
     return h.hexdigest()

@@ -26,21 +26,13 @@ from typing import Any
 import torch
 
 from cycleqd.vision.model import SegmentationEngine, load_model
-from cycleqd.vision.presets import VisionPreset
+from cycleqd.vision.presets import VARIANT, VARIANT_LABEL, VisionPreset
 from cycleqd.vision.scenes import EXPERT_TASKS, SceneSet, generate
 from cycleqd.vision.task import SegmentationTask
 from cycleqd.vision.train import TrainSpec, train_cached
 
 Say = Callable[[str], None]
 MERGE_LABELS = {"linear": "merge: linear", "ties": "merge: TIES"}
-#: The second search's operators (``preset.variant``) and its row name.
-VARIANT = {
-    "crossover_kind": "per_expert",
-    "mutation_signed": True,
-    "final_merge": "ties",
-    "final_model": "best_of",
-}
-VARIANT_LABEL = "CycleQD (per-expert crossover, signed mutation, TIES final, best-of)"
 OUTPUTS = (
     "baselines",
     "pairs",
@@ -142,14 +134,15 @@ class VisionDemo:
     ) -> tuple[Path, dict[str, Any]]:
         """CycleQD on the validation scenes; the run directory and its summary.
 
-        ``operators`` replaces the preset's search settings (the variant's), by
-        :class:`~cycleqd.search.loop.SearchSettings` field name.
+        ``operators``: overrides of the search settings (the variant's), by key path under
+        the config's ``search`` section.
         """
+        from cycleqd.config import BCConfig, SearchConfig, set_path
         from cycleqd.merging.basis import basis_key, build_basis
         from cycleqd.merging.materialise import Materialiser
         from cycleqd.merging.sources import DictSource
-        from cycleqd.search.loop import CycleQD, SearchSettings
-        from cycleqd.search.run import plot_run
+        from cycleqd.report.run import plot_run
+        from cycleqd.search.loop import CycleQD
         from cycleqd.search.store import RunStore
         from cycleqd.vision.model import save_model
 
@@ -183,25 +176,18 @@ class VisionDemo:
                 self.say(f"  expert {event['expert']} scored")
 
         p = self.p
-        settings = {
-            "crossover_kind": p.crossover,
-            "final_model": p.final_model,
-            **(operators or {}),
-        }
+        settings: dict[str, Any] = {"generations": p.generations, "plot_every": 0}
+        for path, value in (operators or {}).items():
+            set_path(settings, path, value)
         search = CycleQD(
             basis=basis,
             materialiser=materialiser,
             engine=engine,
             tasks=[SegmentationTask(t, val[t]) for t in self.tasks],
             task_experts=list(range(len(self.tasks))),
-            settings=SearchSettings(
-                generations=p.generations,
-                seed=p.seed,
-                bc_bins=[p.bins] * len(self.tasks),
-                w_max=p.w_max,
-                plot_every=0,
-                **settings,
-            ),
+            search=SearchConfig.model_validate(settings),
+            seed=p.seed,
+            bcs=[BCConfig(bins=p.bins) for _ in self.tasks],
             store=store,
             export=export,
             progress=progress,
@@ -229,7 +215,7 @@ class VisionDemo:
             torch.set_num_threads(threads)
 
     def _run(self) -> list[dict[str, Any]]:
-        from cycleqd.vision.report import table_row, write_outputs
+        from cycleqd.vision.report import ReportContext, table_row, write_outputs
 
         clean_vision_output(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +260,7 @@ class VisionDemo:
                 pair_scores[(a, b, m)] = {t: sum(v) / len(v) for t, v in per_image.items()}
         with self.stage("report"):
             write_outputs(
-                self,
+                ReportContext(out=self.out, p=self.p, tasks=self.tasks, timings=self.timings),
                 rows=rows,
                 models=models,
                 pair_scores=pair_scores,

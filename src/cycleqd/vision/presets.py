@@ -1,8 +1,8 @@
 """Sizes of the vision demo. ``cpu`` is the 15-minute demo on 2 cores; ``mini`` is the test's.
 
 The search settings are the paper's (elite sampling, model-wise linear crossover with N(1, 0.01)
-weights, SVD mutation with w_max 0.1, softmax merge of the archives' best elites) unless a field
-here says otherwise.
+weights, SVD mutation with w_max 0.1, softmax merge of the archives' best elites): the defaults of
+:class:`~cycleqd.config.SearchConfig`. The variant search overrides them by config key path.
 """
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cycleqd.errors import CycleQDError
+
+#: The second search's operators (``preset.variant``), as overrides of the ``search`` section's
+#: key paths (``cycleqd run --set search.<path>=<value>``), and its row name.
+VARIANT: dict[str, object] = {
+    "crossover.kind": "per_expert",
+    "mutation.signed": True,
+    "final_merge": "ties",
+    "final_model": "best_of",
+}
+VARIANT_LABEL = "CycleQD (per-expert crossover, signed mutation, TIES final, best-of)"
 
 
 @dataclass(frozen=True)
@@ -27,9 +37,6 @@ class VisionPreset:
     generations: int
     bins: int  # per BC axis
     seed: int = 0
-    crossover: str = "linear"
-    final_model: str = "merge"  # or best_of
-    w_max: float = 0.1
     # A second search with the language demo's operators (per-expert crossover, signed SVD
     # mutation, TIES final merge, best-of final model), reported beside the paper's: with fully
     # fine-tuned experts whose task vectors interfere, the paper's averaging crossover and

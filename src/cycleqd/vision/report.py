@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cycleqd.report.stats import bootstrap_average, paired_comparison
+from cycleqd.vision.presets import VARIANT, VARIANT_LABEL, VisionPreset
 
 if TYPE_CHECKING:
-    from cycleqd.vision.pipeline import VisionDemo
     from cycleqd.vision.scenes import SceneSet
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the report reads of the demo that ran: where it writes, its sizes, its timings."""
+
+    out: Path
+    p: VisionPreset
+    tasks: Sequence[str]
+    timings: Mapping[str, float]
 
 
 def _final(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, *, seed: int) -> d
 
 
 def similarity_rows(
-    demo: VisionDemo,
+    demo: ReportContext,
     pair_scores: Mapping[tuple[str, str, str], Mapping[str, float]],
     rows: Sequence[Mapping[str, Any]],
     experts: Mapping[str, Path],
@@ -138,7 +149,7 @@ def similarity_markdown(sim: Sequence[Mapping[str, Any]], methods: Sequence[str]
 
 
 def masks_picture(
-    demo: VisionDemo, models: Sequence[tuple[str, Path]], test: Mapping[str, SceneSet]
+    demo: ReportContext, models: Sequence[tuple[str, Path]], test: Mapping[str, SceneSet]
 ) -> Path:
     """The first ``shown`` test images of every task, and each model's predicted masks."""
     from cycleqd.vision.figures import masks_figure, save_png
@@ -159,7 +170,7 @@ def masks_picture(
 
 
 def write_outputs(
-    demo: VisionDemo,
+    demo: ReportContext,
     *,
     rows: list[dict[str, Any]],
     models: Sequence[tuple[str, Path]],
@@ -173,7 +184,6 @@ def write_outputs(
 ) -> None:
     from cycleqd.report.html import write_report
     from cycleqd.vision.figures import save_png, similarity_figure
-    from cycleqd.vision.pipeline import VARIANT, VARIANT_LABEL
 
     p, tasks = demo.p, demo.tasks
     sim = similarity_rows(demo, pair_scores, rows, experts, base, data["general"]["objects"])

@@ -29,10 +29,10 @@ _MAX_TEMP_DIR = 40
 
 
 class EvalWorker:
-    """The body of one Ray actor: a :class:`~cycleqd.search.run.Session` with an engine."""
+    """The body of one Ray actor: a :class:`~cycleqd.search.session.Session` with an engine."""
 
     def __init__(self, config_json: str, basis: ExpertBasis) -> None:
-        from cycleqd.search.run import Session
+        from cycleqd.search.session import Session
 
         self.session = Session(RunConfig.model_validate_json(config_json), basis=basis)
         self.group: Any = None

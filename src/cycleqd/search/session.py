@@ -1,0 +1,89 @@
+"""Everything a run needs in memory, built from its config once per process.
+
+Kept apart from :mod:`cycleqd.search.run` (the run directory's life cycle) because a Ray actor
+builds one too: the executors import this module, and the run module imports the executors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cycleqd.config import RunConfig
+from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
+from cycleqd.merging.genome import Genome
+from cycleqd.merging.materialise import Materialiser
+from cycleqd.merging.sources import SafetensorsSource, check_compatible
+from cycleqd.models.engine import HFEngine
+from cycleqd.search.loop import ProgressFn
+from cycleqd.tasks import build_task
+
+
+class Session:
+    """Everything a run needs in memory: built once per process."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        progress: ProgressFn | None = None,
+        *,
+        basis: ExpertBasis | None = None,
+        engine: bool = True,
+    ) -> None:
+        """``basis`` given: reuse it (a Ray actor gets it from the object store); ``engine``
+        False: no model and no task environments (the Ray driver only breeds genomes)."""
+        self.config = config
+        task_experts = config.task_experts()
+        self.task_names = [t.name for t in config.tasks]
+        # the executor scores every task and every constraint; only tasks have archives
+        self.tasks = (
+            [build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)]
+            + [
+                build_task(c.name, c.type, c.params, f"constraints.{i}")
+                for i, c in enumerate(config.constraints)
+            ]
+            if engine
+            else []
+        )
+        self.base = SafetensorsSource(config.base_model)
+        self.experts = {e.name: SafetensorsSource(e.path) for e in config.experts}
+        check_compatible(self.base, self.experts)
+        emit = progress or (lambda event: None)
+
+        def on_tensor(done: int, total: int, name: str) -> None:
+            emit({"phase": "basis", "done": done, "total": total, "tensor": name})
+
+        self.basis: ExpertBasis = basis or load_or_build_basis(
+            self.base,
+            self.experts,
+            energy=config.basis.energy,
+            rtol=config.basis.rtol,
+            kind=config.basis.kind,
+            cache_dir=config.basis.cache_dir,
+            device=config.basis.device,
+            progress=on_tensor,
+        )
+        self.task_experts = task_experts
+        if not engine:
+            return
+        emit({"phase": "engine"})
+        self.engine = HFEngine(
+            config.base_model,
+            device=config.engine.device,
+            dtype=config.engine.dtype,
+            batch_size=config.engine.batch_size,
+            population_batch_size=config.engine.population_batch_size,
+        )
+        self.materialiser = Materialiser(
+            self.basis,
+            self.base,
+            self.engine.module,
+            self.engine.device,
+            combine=config.basis.combine,
+            density=config.basis.density,
+        )
+
+    def export_genome(self, genome: Genome, out_dir: Path) -> str:
+        """Write ``genome`` as a Hugging Face model directory."""
+        self.materialiser.load(genome)
+        self.engine.save(out_dir)
+        return str(out_dir)
