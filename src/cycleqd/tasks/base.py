@@ -1,13 +1,16 @@
 """The contract between the search and the tasks.
 
 The search only knows that a task has a name and turns an engine (whatever holds the resident
-model) into a :class:`TaskResult` whose quality lies in [0, 1]. Tasks never import the search and
-the search never imports a concrete task; concrete tasks reach the CLI through the registry.
+model) into a :class:`TaskResult` whose quality lies in [0, 1]. What a language task may ask of
+its engine is written down here too (:class:`LanguageEngine`), so a new engine (vLLM, say) knows
+exactly what to implement, and tasks call it without probing for attributes. Tasks never import
+the search and the search never imports a concrete task; concrete tasks reach the CLI through the
+registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,9 +33,63 @@ class TaskResult:
             raise ValueError(f"task quality must lie in [0, 1], got {self.quality}")
 
 
+Prompt = str | list[dict[str, str]]  # a user message, or a chat as role/content messages
+
+
+@runtime_checkable
+class LanguageEngine(Protocol):
+    """What a language task may ask of the engine that holds the model being scored.
+
+    All decoding is greedy, so an engine's answer is a function of the weights and the tokens.
+    ``groups`` (one per prompt or pair) serves a population of children that share forward
+    passes: group ``g``'s rows are answered by child ``g``; without it one model answers all.
+    :class:`cycleqd.models.engine.HFEngine` implements it; so does every engine a task is given
+    (the lockstep views of :mod:`cycleqd.models.lockstep` included).
+    """
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        chat: bool = True,
+        until: Callable[[str], bool] | None = None,
+        groups: Sequence[int] | None = None,
+    ) -> list[str]:
+        """Greedy completions in the order of ``prompts``, each cut before its first stop
+        string, and ended as soon as ``until(text so far)`` holds (the text kept whole)."""
+        ...
+
+    def loglikelihood(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        groups: Sequence[int] | None = None,
+    ) -> list[float]:
+        """Summed ``log p(continuation | context)`` per pair, in lm-eval's convention."""
+        ...
+
+    def target_likelihood(
+        self,
+        prompts: Sequence[Prompt],
+        targets: Sequence[str],
+        *,
+        chat: bool = False,
+        groups: Sequence[int] | None = None,
+    ) -> list[float]:
+        """Per pair ``exp(mean log p(target tokens | prompt))``."""
+        ...
+
+
 @runtime_checkable
 class Task(Protocol):
-    """Anything that scores the model currently held by an engine."""
+    """Anything that scores the model currently held by an engine.
+
+    The engine is whatever the task's family needs: language tasks take a
+    :class:`LanguageEngine`; a vision or toy task takes its own model holder.
+    """
 
     name: str
 

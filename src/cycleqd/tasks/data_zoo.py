@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.zoo import pip_download
+from cycleqd.wheels import pip_download
 
 __all__ = [
     "KNOWN_DATA",

@@ -7,12 +7,11 @@ any prompt/answer data set: a JSONL file of ``{"prompt": ..., "target": ...}`` l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cycleqd.errors import CycleQDError
-from cycleqd.tasks.base import TaskResult, register_task
+from cycleqd.tasks.base import LanguageEngine, TaskResult, register_task
 from cycleqd.tasks.files import iter_jsonl
 
 
@@ -53,7 +52,7 @@ class ExactMatchTask:
         self.params = params
         self.samples = read_prompt_targets(params.data, params.limit)
 
-    def evaluate(self, engine: Any) -> TaskResult:
+    def evaluate(self, engine: LanguageEngine) -> TaskResult:
         outputs = engine.generate(
             [s["prompt"] for s in self.samples],
             max_new_tokens=self.params.max_new_tokens,
@@ -78,7 +77,7 @@ class LikelihoodTask:
         self.params = params
         self.samples = read_prompt_targets(params.data, params.limit)
 
-    def evaluate(self, engine: Any) -> TaskResult:
+    def evaluate(self, engine: LanguageEngine) -> TaskResult:
         scores = engine.target_likelihood(
             [s["prompt"] for s in self.samples],
             [s["target"] for s in self.samples],

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cycleqd.sandbox import Limits, Sandbox
 from cycleqd.sandbox.runner import DEFAULT_PYTHON
-from cycleqd.tasks.base import TaskResult, register_task
+from cycleqd.tasks.base import LanguageEngine, TaskResult, register_task
 from cycleqd.tasks.code.data import CodeProblem, load_problems
 from cycleqd.tasks.code.extract import answer_complete
 from cycleqd.tasks.code.grader import Grader
@@ -92,7 +92,7 @@ class CodeTask:
         fmt = self.problems[0].format
         self.stop = params.stop if params.stop is not None else default_stops(fmt, params.chat)
 
-    def evaluate(self, engine: Any) -> TaskResult:
+    def evaluate(self, engine: LanguageEngine) -> TaskResult:
         chat = self.params.chat
         prompts = [build_prompt(p, chat) for p in self.problems]
         outputs = engine.generate(

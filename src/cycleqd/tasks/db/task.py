@@ -14,12 +14,11 @@ read, so validating a config never starts MariaDB.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cycleqd.tasks.agent import LoopStats, run_episodes
-from cycleqd.tasks.base import TaskResult, register_task
+from cycleqd.tasks.base import LanguageEngine, TaskResult, register_task
 from cycleqd.tasks.db.data import DBSample, load_samples
 from cycleqd.tasks.db.episode import DBBenchEpisode, replies_allowed
 from cycleqd.tasks.db.protocol import DEFAULT_MAX_ROUNDS, reply_complete
@@ -54,7 +53,7 @@ class DBBenchTask:
         self.samples = load_samples(params.data, params.limit)
         self.stats = LoopStats()
 
-    def evaluate(self, engine: Any) -> TaskResult:
+    def evaluate(self, engine: LanguageEngine) -> TaskResult:
         p = self.params
         server = get_server(p.db_url)
         episodes = build_episodes(self.samples, server, max_rounds=p.max_rounds)

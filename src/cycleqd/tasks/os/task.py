@@ -8,13 +8,12 @@ nothing about the model). The root file system is built on first use and cached.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cycleqd.errors import CycleQDError
 from cycleqd.tasks.agent import LoopStats, run_episodes
-from cycleqd.tasks.base import TaskResult, register_task
+from cycleqd.tasks.base import LanguageEngine, TaskResult, register_task
 from cycleqd.tasks.os.data import OSSample, load_samples, unsupported_reason
 from cycleqd.tasks.os.environment import EnvironmentOptions
 from cycleqd.tasks.os.episode import OSEpisode
@@ -60,7 +59,7 @@ class AgentBenchOSTask:
         options = EnvironmentOptions(command_timeout_s=self.params.command_timeout_s)
         return [OSEpisode(s, rootfs, options) for s in self.samples]
 
-    def evaluate(self, engine: Any) -> TaskResult:
+    def evaluate(self, engine: LanguageEngine) -> TaskResult:
         transcripts = run_episodes(
             engine,
             self.episodes(),
