@@ -27,9 +27,12 @@ test: install
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
+# The import contract (no circles; models never import tasks, tasks never import search) is a
+# test, so `make test` enforces it as well.
 lint: install
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m pytest -q tests/test_import_contract.py
 
 # The tiny example: build a tiny base model with three trained experts, then search.
 tiny: install

@@ -35,6 +35,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from ribs.archives import GridArchive
 
 from cycleqd.errors import CycleQDError
 
@@ -133,13 +134,13 @@ def _parse_archive(archive: Mapping[str, Any]) -> _Archive:
 def _cell_of(
     bcs: Sequence[float], ranges: Sequence[tuple[float, float]], bins: Sequence[int]
 ) -> list[int]:
-    """Bin raw BC scores the MAP-Elites way: equal-width bins, out-of-range scores clipped."""
+    """The cell pyribs' grid puts raw BC scores in (out-of-range scores clipped to the edge
+    bins), so a map drawn from scores alone matches the archive the search kept."""
     if len(bcs) != len(bins):
         raise ValueError(f"{len(bcs)} bcs for {len(bins)} axes")
-    cell = []
-    for v, (lo, hi), b in zip(bcs, ranges, bins, strict=True):
-        cell.append(min(max(math.floor((v - lo) / (hi - lo) * b), 0), b - 1))
-    return cell
+    grid = GridArchive(solution_dim=(), dims=list(bins), ranges=list(ranges))
+    index = grid.index_of(np.array([bcs], dtype=np.float64))
+    return [int(c[0]) for c in grid.int_to_grid_index(index).T]
 
 
 def _best_per_cell(arch: _Archive) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 
 Z95 = 1.959963984540054
 
@@ -49,13 +50,13 @@ def bootstrap_average(
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: ``b`` samples only A passed, ``c`` only B passed."""
-    n = b + c
-    if n == 0:
+    """Two-sided exact McNemar p-value: ``b`` samples only A passed, ``c`` only B passed.
+
+    The exact test is a binomial test of ``b`` out of the ``b + c`` discordant samples at 1/2.
+    """
+    if b + c == 0:
         return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(binomtest(b, b + c, 0.5).pvalue)
 
 
 def paired_comparison(
