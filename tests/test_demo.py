@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cycleqd.config import load_config
+from cycleqd.config import dump_config, load_config
 from cycleqd.demo.pipeline import Demo, DemoSettings, _constraint_text, clean_output
 from cycleqd.demo.presets import PRESETS
 from cycleqd.models.tiny import build_char_tokenizer, build_random_model
@@ -153,6 +153,14 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     # selection saw validation files only; the table was made on the test files
     config = (out / "cycleqd" / "config.yaml").read_text()
     assert "validation" in config and "-test." not in config
+    # each search's exact config is its run directory's config.yaml, which `cycleqd run` takes
+    # unchanged: it loads, and dumps back to the same text; the preset's overlay is in it
+    for run in ("cycleqd", "ablation-paper-s-operators", "ablation-paper-basis-kind-tsv"):
+        path = out / run / "config.yaml"
+        assert dump_config(load_config(path)) == path.read_text()
+    searched = load_config(out / "cycleqd" / "config.yaml")
+    assert searched.search.final_merge.kind == "ties"
+    assert searched.executor.children_per_batch == 2 and searched.executor.population == "on"
     results = json.loads((out / "test" / "cycleqd" / "results.json").read_text())
     for task in ("code", "os", "db"):
         assert results["tasks"][task]["samples"] == PRESETS["mini"].n_test

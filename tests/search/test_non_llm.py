@@ -10,14 +10,19 @@ import json
 from pathlib import Path
 
 import torch
+from pydantic import Field
 from safetensors.torch import save_file
 from torch import nn
 
 from cycleqd.config import BCConfig, SearchConfig
 from cycleqd.merging.basis import build_basis
+from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import DictSource
+from cycleqd.schema import StrictModel
 from cycleqd.search.loop import CycleQD
+from cycleqd.search.operators import MUTATIONS, operator
+from cycleqd.search.operators.base import Breeding
 from cycleqd.search.store import RunStore
 from cycleqd.tasks.base import TaskResult
 
@@ -167,8 +172,6 @@ def test_ties_final_merge_of_the_best_elites(tmp_path: Path) -> None:
     assert final["merge"] == "ties" and final["beta"] is None
     assert final["chosen"] == "merge" and final["scores"] == final["merge_scores"]
     # the final genome is the TIES merge of the distinct best elites, kept as a dense delta
-    from cycleqd.merging.genome import Genome
-
     genome = Genome.load(tmp_path / "run" / "individuals" / "final.safetensors")
     assert genome.dense and all(float(c.abs().sum()) == 0.0 for c in genome.coeffs.values())
     assert min(final["scores"].values()) > 0.6, final
@@ -205,3 +208,27 @@ def test_assemble_final_merge_of_the_best_elites(tmp_path: Path) -> None:
     merged = Genome.load(run / "final.safetensors")
     for name, coeffs in merged.coeffs.items():
         torch.testing.assert_close(coeffs, experts[0].coeffs[name] + experts[1].coeffs[name])
+
+
+class ScaleParams(StrictModel):
+    factor: float = Field(default=0.5, gt=0.0)
+
+
+def test_an_operator_in_one_new_module_is_usable_by_name(tmp_path: Path) -> None:
+    """What adding an operator takes: a function and its parameter model, registered by name
+    (here from this test module); configs and the loop find it with nothing else changed."""
+    seen: list[float] = []
+
+    @operator(MUTATIONS, "test-scale", ScaleParams)
+    def scale(child: Genome, rng: torch.Generator, params: ScaleParams, ctx: Breeding) -> Genome:
+        seen.append(params.factor)
+        coeffs = {name: c * params.factor for name, c in child.coeffs.items()}
+        return Genome(coeffs=coeffs, dense=dict(child.dense))
+
+    try:
+        search = {"mutation": {"kind": "test-scale", "factor": 0.9}}
+        assert SearchConfig.model_validate(search).mutation.params.factor == 0.9
+        summary = cnn_search(tmp_path, search)
+    finally:
+        MUTATIONS._entries.pop("test-scale")  # leave the package's registry as it was
+    assert seen == [0.9] * 20 and summary["generations_done"] == 20
