@@ -15,24 +15,21 @@ by construction.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
-from cycleqd.errors import CycleQDError
 from cycleqd.tasks.code.families import FAMILIES, Spec
-from cycleqd.tasks.suites import Suite, check_split, register_suite
+from cycleqd.tasks.suites import Generator, SplitRule, Suite, register_suite
 
 LEVELS = (1, 2, 3)
-_BUCKETS = {"train": range(0, 80), "validation": range(80, 90), "test": range(90, 100)}
+# 80% train, 10% validation, 10% test, by the first 8 bytes of the content's digest
+SPLIT_RULE = SplitRule(shares=(80, 10, 10), digest_bytes=8)
 _MAX_TRIES_PER_SAMPLE = 500
 
 
 def split_of(text: str, tests: list[str]) -> str:
     """The split a sample belongs to, from a stable hash of its content."""
-    digest = hashlib.sha256("\n".join([text, *tests]).encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 100
-    return next(name for name, span in _BUCKETS.items() if bucket in span)
+    return SPLIT_RULE.of("\n".join([text, *tests]))
 
 
 def _tests(spec: Spec) -> list[str]:
@@ -60,30 +57,36 @@ def _sample(spec: Spec, task_id: str, level: int, tests: list[str]) -> dict[str,
     }
 
 
-def generate(split: str, n: int, seed: int, level: int | None = None) -> list[dict[str, Any]]:
-    """``n`` distinct samples of ``split``; ``level`` None mixes levels 1-3 evenly."""
-    check_split(split)
-    if level is not None and level not in LEVELS:
-        raise CycleQDError(f"code-mini has levels {LEVELS}, not {level}")
-    if n < 0:
-        raise CycleQDError("the number of samples must be >= 0")
-    rng = random.Random(f"code-mini/{seed}/{split}")
-    samples: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(samples) < n:
-        tries += 1
-        if tries > _MAX_TRIES_PER_SAMPLE * max(n, 1):
-            raise CycleQDError(f"code-mini: could not draw {n} distinct {split} samples")
-        lvl = level if level is not None else rng.choice(LEVELS)
-        spec = rng.choice(FAMILIES[lvl])(rng)
-        tests = _tests(spec)
-        key = "\n".join([spec.text, *tests])
-        if key in seen or split_of(spec.text, tests) != split:
-            continue
-        seen.add(key)
-        samples.append(_sample(spec, f"code-mini/{split}/{len(samples)}", lvl, tests))
-    return samples
+Candidate = tuple[Spec, list[str]]
+
+
+def _draw(rng: random.Random, level: int) -> Candidate:
+    spec = rng.choice(FAMILIES[level])(rng)
+    return spec, _tests(spec)
+
+
+def _content(candidate: Candidate) -> str:
+    spec, tests = candidate
+    return "\n".join([spec.text, *tests])
+
+
+def _finish(candidate: Candidate, level: int, split: str, seed: int, index: int) -> dict[str, Any]:
+    spec, tests = candidate
+    return _sample(spec, f"code-mini/{split}/{index}", level, tests)
+
+
+generate: Generator[Candidate] = Generator(
+    name="code-mini",
+    levels=LEVELS,
+    rng_key="code-mini/{seed}/{split}",
+    mixing="random",
+    split_rule=SPLIT_RULE,
+    attempts=lambda n: _MAX_TRIES_PER_SAMPLE * max(n, 1),
+    draw=_draw,
+    key=_content,
+    content=_content,
+    finish=_finish,
+)
 
 
 SUITE = register_suite(Suite("code-mini", "mbpp", generate, LEVELS))

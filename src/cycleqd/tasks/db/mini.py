@@ -29,12 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cycleqd.errors import CycleQDError
 from cycleqd.tasks.db.data import default_add_description
 from cycleqd.tasks.db.database import TableSpec, quote_ident
 from cycleqd.tasks.db.protocol import answer_reply, operation_reply
 from cycleqd.tasks.db.server import GROUP_CONCAT_MAX_LEN
-from cycleqd.tasks.suites import SPLITS, Suite, check_split, register_suite
+from cycleqd.tasks.suites import Generator, SplitRule, Suite, register_suite
 
 LEVELS = (1, 2, 3)
 
@@ -576,39 +575,33 @@ def _sample(t: Table, q: Question, level: int) -> dict[str, Any]:
     return item
 
 
-def _split_of(item: dict[str, Any]) -> str:
-    body = json.dumps([item["description"], item["table"]], sort_keys=True)
-    return SPLITS[int(hashlib.sha256(body.encode()).hexdigest(), 16) % len(SPLITS)]
+def _draw(rng: random.Random, level: int) -> dict[str, Any] | None:
+    table = _make_table(rng, rng.choice(THEMES), level)
+    question = rng.choice(MAKERS[level])(rng, table, level)
+    return None if question is None else _sample(table, question, level)
 
 
-def generate(split: str, n: int, seed: int, level: int | None = None) -> list[dict[str, Any]]:
-    """``n`` distinct samples of ``split``; ``level=None`` mixes the levels uniformly."""
-    check_split(split)
-    if level is not None and level not in LEVELS:
-        raise CycleQDError(f"db-mini: unknown level {level} (known: 1, 2, 3)")
-    rng = random.Random(f"db-mini:{seed}:{split}:{level}")
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 200 * n + 1000:
-            raise CycleQDError(f"db-mini: cannot find {n} distinct samples for {split}")
-        lvl = level if level is not None else rng.choice(LEVELS)
-        table = _make_table(rng, rng.choice(THEMES), lvl)
-        question = rng.choice(MAKERS[lvl])(rng, table, lvl)
-        if question is None:
-            continue
-        item = _sample(table, question, lvl)
-        if _split_of(item) != split:
-            continue
-        key = json.dumps([item["description"], item["table"]], sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        item["id"] = f"db-mini-{split}-{seed}-{len(out)}"
-        out.append(item)
-    return out
+def _content(item: dict[str, Any]) -> str:
+    return json.dumps([item["description"], item["table"]], sort_keys=True)
+
+
+def _finish(item: dict[str, Any], level: int, split: str, seed: int, index: int) -> dict[str, Any]:
+    item["id"] = f"db-mini-{split}-{seed}-{index}"
+    return item
+
+
+generate: Generator[dict[str, Any]] = Generator(
+    name="db-mini",
+    levels=LEVELS,
+    rng_key="db-mini:{seed}:{split}:{level}",
+    mixing="random",
+    split_rule=SplitRule(shares=(1, 1, 1)),  # thirds, by the whole digest
+    attempts=lambda n: 200 * n + 1000,
+    draw=_draw,
+    key=_content,
+    content=_content,
+    finish=_finish,
+)
 
 
 SUITE = register_suite(Suite("db-mini", "dbbench", generate, LEVELS))

@@ -14,16 +14,14 @@ generator for (seed, split) keeps drawing until it has ``n`` candidates of its o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shlex
 from collections.abc import Callable
 from typing import Any
 
-from cycleqd.errors import CycleQDError
 from cycleqd.tasks.os.reference import answer_turn, bash_turn, finish_turn
-from cycleqd.tasks.suites import SPLITS, Suite, check_split, register_suite
+from cycleqd.tasks.suites import Generator, SplitRule, Suite, register_suite
 
 WORDS = (
     "alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "indigo",
@@ -333,35 +331,45 @@ FAMILIES: dict[int, tuple[Callable[[random.Random], Sample], ...]] = {
 LEVELS = tuple(sorted(FAMILIES))
 
 
-def _split_of(sample: Sample) -> str:
-    key = json.dumps([sample["description"], sample["create"], sample.get("start")], sort_keys=True)
-    return SPLITS[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(SPLITS)]
+Candidate = tuple[Callable[[random.Random], Sample], Sample]
 
 
-def generate(split: str, n: int, seed: int, level: int | None = None) -> list[Sample]:
-    """``n`` distinct samples of ``split`` (``level`` None mixes the levels evenly)."""
-    check_split(split)
-    if level is not None and level not in FAMILIES:
-        raise CycleQDError(f"os-mini has levels {LEVELS}, not {level}")
-    rng = random.Random(f"os-mini:{seed}:{split}")
-    out: list[Sample] = []
-    seen: set[str] = set()
-    for _ in range(max(1000, n * 200)):
-        if len(out) >= n:
-            break
-        lvl = level if level is not None else LEVELS[len(out) % len(LEVELS)]
-        family = rng.choice(FAMILIES[lvl])
-        sample = family(rng)
-        key = json.dumps([sample["description"], sample["create"], sample.get("start")])
-        if key in seen or _split_of(sample) != split:
-            continue
-        seen.add(key)
-        sample["level"] = lvl
-        sample["family"] = family.__name__
-        out.append(sample)
-    if len(out) < n:
-        raise CycleQDError(f"os-mini: could not generate {n} distinct {split} samples")
-    return out
+def _draw(rng: random.Random, level: int) -> Candidate:
+    family = rng.choice(FAMILIES[level])
+    return family, family(rng)
+
+
+def _key(candidate: Candidate) -> str:
+    sample = candidate[1]
+    return json.dumps([sample["description"], sample["create"], sample.get("start")])
+
+
+def _content(candidate: Candidate) -> str:
+    sample = candidate[1]
+    return json.dumps(
+        [sample["description"], sample["create"], sample.get("start")], sort_keys=True
+    )
+
+
+def _finish(candidate: Candidate, level: int, split: str, seed: int, index: int) -> Sample:
+    family, sample = candidate
+    sample["level"] = level
+    sample["family"] = family.__name__
+    return sample
+
+
+generate: Generator[Candidate] = Generator(
+    name="os-mini",
+    levels=LEVELS,
+    rng_key="os-mini:{seed}:{split}",
+    mixing="cycle",
+    split_rule=SplitRule(shares=(1, 1, 1), digest_bytes=4),  # thirds, by 4 bytes of the digest
+    attempts=lambda n: max(1000, n * 200),
+    draw=_draw,
+    key=_key,
+    content=_content,
+    finish=_finish,
+)
 
 
 SUITE = register_suite(Suite("os-mini", "agentbench-os", generate, LEVELS))
