@@ -107,7 +107,7 @@ class Generator(Generic[C]):
         """``n`` distinct samples of ``split``; ``level`` None mixes the levels."""
         check_split(split)
         if level is not None and level not in self.levels:
-            raise CycleQDError(f"{self.name} has levels {self.levels}, not {level}")
+            raise CycleQDError(f"{self.name}: unknown level {level} (levels: {self.levels})")
         if n < 0:
             raise CycleQDError("the number of samples must be >= 0")
         rng = random.Random(self.rng_key.format(seed=seed, split=split, level=level))
