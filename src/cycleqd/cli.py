@@ -13,15 +13,17 @@ Our own styling is built as ``Text`` too, never as markup in a string.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_origin
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -29,6 +31,8 @@ from rich.text import Text
 
 from cycleqd.errors import CycleQDError
 from cycleqd.progress import bar_columns
+from cycleqd.schema import format_validation_error
+from cycleqd.train.config import TrainConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -451,7 +455,6 @@ def eval_(
     console.print(f"results: {out}")
 
 
-@app.command("train-expert")
 def train_expert_cmd(
     base: Annotated[Path, typer.Option(help="Base Hugging Face model directory.")],
     task: Annotated[
@@ -462,25 +465,6 @@ def train_expert_cmd(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output Hugging Face model directory.")],
-    method: Annotated[str, typer.Option(help="lora (merged on save) or full.")] = "lora",
-    epochs: Annotated[int, typer.Option()] = 1,
-    lr: Annotated[float | None, typer.Option(help="Default 1e-3 (LoRA), 3e-5 (full).")] = None,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    max_len: Annotated[int, typer.Option(help="Longer conversations are dropped.")] = 1024,
-    lora_r: Annotated[int, typer.Option()] = 16,
-    lora_alpha: Annotated[float, typer.Option()] = 32.0,
-    n_train: Annotated[
-        int | None, typer.Option(help="Suite samples generated / first n of a file.")
-    ] = 200,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 autocast on a GPU or a CPU with native bf16), float32, bfloat16."
-        ),
-    ] = "auto",
-    db_url: Annotated[str | None, typer.Option(help="An existing MySQL server.")] = None,
     anchor: Annotated[
         list[str] | None,
         typer.Option(
@@ -489,31 +473,19 @@ def train_expert_cmd(
             "interference."
         ),
     ] = None,
-    anchor_weight: Annotated[
-        float, typer.Option(help="Weight of the KL to the base on --anchor data (0: off).")
-    ] = 0.0,
     force: Annotated[bool, typer.Option(help="Train even if an identical expert exists.")] = False,
+    **options: Any,
 ) -> None:
     """Fine-tune an expert on gold trajectories (loss on assistant replies only)."""
-    from cycleqd.train import TrainConfig, train_expert
+    from cycleqd.train import train_expert
 
-    if anchor_weight > 0 and not anchor:
+    try:
+        config = TrainConfig.model_validate(options)
+    except ValidationError as err:
+        key, _, why = format_validation_error(err).partition(": ")
+        raise CycleQDError(f"--{key.replace('_', '-')}: {why}") from err
+    if config.anchor_weight > 0 and not anchor:
         raise CycleQDError("--anchor-weight needs at least one --anchor (another skill's data)")
-    config = TrainConfig(
-        method=method,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        max_len=max_len,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        n_train=n_train,
-        seed=seed,
-        device=device,
-        precision=precision,
-        db_url=db_url,
-        anchor_weight=anchor_weight,
-    )
     report = train_expert(base, task, out, config, force=force, anchor_specs=anchor or [])
     if report.skipped:
         console.print(f"cached: {out} already holds this expert (same inputs)")
@@ -524,6 +496,48 @@ def train_expert_cmd(
         f"too long {report.too_long}, {report.seconds:.0f}s",
         highlight=False,
     )
+
+
+def _model_options(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """One ``--option`` per field of ``model``, with its type, default and description.
+
+    Why generated: the command's options are the config's fields, so a new training knob, a
+    changed default or a reworded description reaches the CLI without being declared twice.
+    """
+    params = []
+    for name, field in model.model_fields.items():
+        annotation: Any = field.annotation
+        if get_origin(annotation) is Literal:  # click takes choices as strings
+            annotation = str
+        option = typer.Option(help=field.description)
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.get_default(call_default_factory=True),
+                annotation=Annotated[annotation, option],
+            )
+        )
+    return params
+
+
+def _with_options(fn: Callable[..., None], model: type[BaseModel]) -> Callable[..., None]:
+    """``fn`` (which takes the model's fields as ``**options``) with a signature that lists them."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()]
+    fixed = [p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fixed = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed]
+    params = fixed + _model_options(model)
+
+    def command(**kwargs: Any) -> None:
+        fn(**kwargs)
+
+    command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+app.command("train-expert")(_with_options(train_expert_cmd, TrainConfig))
 
 
 @app.command()

@@ -214,3 +214,19 @@ def test_cli_refuses_a_bad_option_value_with_its_name_and_exit_2(tmp_path: Path)
     assert res.returncode == 2, res.stderr
     assert "precision" in res.stdout + res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_train_expert_options_are_the_train_config_fields() -> None:
+    """Every TrainConfig field is an option of ``cycleqd train-expert`` with the same default."""
+    from typer.main import get_command
+
+    from cycleqd.cli import app
+    from cycleqd.train import TrainConfig
+
+    command = get_command(app)
+    options = {p.name: p for p in command.commands["train-expert"].params}  # type: ignore[attr-defined]
+    for name, field in TrainConfig.model_fields.items():
+        assert name in options, name
+        default = field.get_default(call_default_factory=True)
+        got = options[name].default
+        assert (list(got) if isinstance(default, list) else got) == default, name

@@ -17,55 +17,64 @@ DEFAULT_LR = {"lora": 1e-3, "full": 3e-5}
 
 
 class TrainConfig(BaseModel):
-    """Attributes:
-    method: ``lora`` (merged into the weights on save) or ``full`` fine-tuning.
-    epochs: passes over the training conversations.
-    lr: peak learning rate (None: 1e-3 for LoRA, 3e-5 for full fine-tuning).
-    batch_size: conversations per optimizer step.
-    max_len: conversations longer than this many tokens are dropped (and counted).
-    lora_r, lora_alpha, lora_dropout, target_modules: the adapters (``all-linear``: every
-        linear projection of the blocks, not the output head).
-    seed: model init of the adapters, data generation and data order.
-    n_train: suites: train samples generated per suite; files: first n samples (None = all).
-    warmup_ratio, weight_decay, max_grad_norm: the optimizer schedule.
-    anchor_weight: weight of the KL divergence from the base on the anchor conversations (the
-        other skills' data, ``train_expert(anchor_specs=...)``; 0: plain fine-tuning, the
-        paper's).
-        It keeps an expert's behaviour on other skills' prompts at the base's, so task vectors
-        add with less interference (see ``loop``). LoRA only.
-    anchor_batch: anchor conversations per optimizer step.
-    precision: matmul precision of training: ``bfloat16`` autocast (weights and optimizer stay
-        float32) or ``float32``; ``auto`` is bf16 on a GPU and on CPUs with native bf16
-        (about 1.5x faster steps there), float32 elsewhere. Resolved before the cache key.
-    device: ``auto`` (CUDA when available), ``cpu``, ``cuda``...
-    workers: environments replaying gold trajectories at once (and code graders).
-    db_url: an existing MySQL server for DBBench data (default: a private MariaDB).
-    unsandboxed: grade code references without bubblewrap (unsafe).
+    """Every knob of expert training; the ``train-expert`` command's options are these fields.
+
+    ``anchor_weight`` keeps an expert's behaviour on other skills' prompts at the base's, so task
+    vectors add with less interference (see ``loop``); LoRA only.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = "lora"
-    epochs: int = Field(default=1, ge=1)
-    lr: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    max_len: int = Field(default=1024, ge=8)
-    lora_r: int = Field(default=16, ge=1)
-    lora_alpha: float = Field(default=32.0, gt=0)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
-    seed: int = 0
-    n_train: int | None = Field(default=200, ge=1)
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, ge=0)
-    anchor_weight: float = Field(default=0.0, ge=0)
-    anchor_batch: int = Field(default=4, ge=1)
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    device: str = "auto"
-    workers: int = Field(default=2, ge=1)
-    db_url: str | None = None
-    unsandboxed: bool = False
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="lora (merged into the weights on save) or full."
+    )
+    epochs: int = Field(default=1, ge=1, description="Passes over the training conversations.")
+    lr: float | None = Field(
+        default=None, gt=0, description="Peak learning rate (default 1e-3 LoRA, 3e-5 full)."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Conversations per optimizer step.")
+    max_len: int = Field(
+        default=1024, ge=8, description="Longer conversations (tokens) are dropped and counted."
+    )
+    lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA alpha.")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        description="Modules given adapters (all-linear: every linear projection of the blocks, "
+        "not the output head); repeatable.",
+    )
+    seed: int = Field(default=0, description="Adapter init, data generation and data order.")
+    n_train: int | None = Field(
+        default=200,
+        ge=1,
+        description="Suites: samples generated per suite; files: the first n (default all).",
+    )
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of warmup steps.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, ge=0, description="Gradient clipping norm.")
+    anchor_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of the KL to the base on the anchor conversations (the other skills' "
+        "data; 0: plain fine-tuning, the paper's).",
+    )
+    anchor_batch: int = Field(default=4, ge=1, description="Anchor conversations per step.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Matmul precision: bfloat16 autocast (weights and optimizer stay float32) or "
+        "float32; auto is bf16 on a GPU and on CPUs with native bf16, float32 elsewhere.",
+    )
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda...")
+    workers: int = Field(
+        default=2, ge=1, description="Environments replaying gold trajectories at once."
+    )
+    db_url: str | None = Field(
+        default=None, description="An existing MySQL server (default: a private MariaDB)."
+    )
+    unsandboxed: bool = Field(
+        default=False, description="Grade code references without bubblewrap (unsafe)."
+    )
 
     @property
     def peak_lr(self) -> float:
