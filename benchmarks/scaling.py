@@ -31,7 +31,7 @@ import torch
 
 
 def build_family(root: Path, n_experts: int) -> dict:
-    from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+    from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
     tok = build_char_tokenizer()
     base = build_random_model("llama", tok, seed=0, hidden=32, intermediate=64, layers=2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 
 def perturbed_copy(model: torch.nn.Module, seed: int, *, rank: int | None, scale: float) -> dict:

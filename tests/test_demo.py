@@ -16,9 +16,9 @@ import pytest
 from cycleqd.config import dump_config, load_config
 from cycleqd.demo.pipeline import Demo, DemoSettings, _constraint_text, clean_output
 from cycleqd.demo.presets import PRESETS
-from cycleqd.models.tiny import build_char_tokenizer, build_random_model
 from cycleqd.tasks import build_task
 from cycleqd.tasks.multiple_choice import load_questions
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,4 +1,4 @@
-"""Tests for the tiny model builder (cycleqd.models.tiny).
+"""Tests for the tiny model builder (cycleqd.testing.tiny).
 
 The tiny suite underpins the other tests and the tiny example, so these check that its pieces
 are real Hugging Face artefacts (save/reload through the Auto classes, ``generate`` works) and
@@ -14,7 +14,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cycleqd.models.tiny import (
+from cycleqd.tasks.simple import read_prompt_targets
+from cycleqd.tasks.suites import write_samples
+from cycleqd.testing.tiny import (
     ARCHS,
     EVAL_SEED_OFFSET,
     SKILLS,
@@ -23,11 +25,10 @@ from cycleqd.models.tiny import (
     build_random_model,
     build_tiny_suite,
     encode_prompt,
-    load_jsonl,
+    encode_sample,
+    likelihoods,
     make_samples,
-    target_likelihood,
-    train_lm,
-    write_jsonl,
+    train,
 )
 
 TEXTS = [
@@ -41,8 +42,8 @@ TEXTS = [
 
 # Small but still clearly separating settings; the defaults are larger (see build_tiny_suite).
 SUITE_KW = {
-    "base_steps": 100,
-    "expert_steps": 100,
+    "base_epochs": 2,
+    "expert_epochs": 6,
     "expert_lr": 1e-3,
     "n_train": 500,
     "n_eval": 64,
@@ -162,32 +163,40 @@ def test_samples_are_seeded_and_well_formed(tmp_path: Path) -> None:
         make_samples("nope", 1, 0)
 
     samples = make_samples("rev", 10, 0)
-    path = write_jsonl(tmp_path / "d" / "rev.jsonl", samples)
-    assert load_jsonl(path) == samples
+    path = tmp_path / "d" / "rev.jsonl"
+    write_samples(path, samples)
+    assert read_prompt_targets(path) == samples
 
 
-def test_train_lm_is_deterministic_and_learns(tokenizer) -> None:
+def test_a_sample_learns_its_target_and_eos_only(tokenizer) -> None:
+    encoded = encode_sample(tokenizer, {"prompt": "copy ab=", "target": "ab"})
+    prompt = encode_prompt(tokenizer, "copy ab=")
+    assert encoded.input_ids[: len(prompt)] == prompt
+    learned = [t for t in encoded.labels if t != -100]
+    assert learned == [*tokenizer("ab", add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+
+
+def test_training_is_deterministic_and_learns(tmp_path: Path, tokenizer) -> None:
+    """The package's own training loop, scored by its own engine and likelihood task."""
     samples = make_samples("copy", 200, 0)
-    curves = []
-    for _ in range(2):
+    data = tmp_path / "copy.jsonl"
+    write_samples(data, make_samples("copy", 32, 9))
+    curves, scores = [], []
+    for run in range(2):
         model = build_random_model("llama", tokenizer, seed=0)
-        before = target_likelihood(model, tokenizer, samples[:32])
-        curves.append(train_lm(model, tokenizer, samples, steps=40, lr=3e-3, batch_size=16, seed=5))
-        after = target_likelihood(model, tokenizer, samples[:32])
-    assert curves[0] == curves[1]
-    assert len(curves[0]) == 40
+        if run == 0:
+            model.save_pretrained(tmp_path / "before")
+            tokenizer.save_pretrained(tmp_path / "before")
+            before = likelihoods(tmp_path / "before", {"copy": data})["copy"]
+        curves.append(train(model, tokenizer, samples, epochs=3, lr=3e-3, batch_size=16, seed=5))
+        model.save_pretrained(tmp_path / f"after{run}")
+        tokenizer.save_pretrained(tmp_path / f"after{run}")
+        scores.append(likelihoods(tmp_path / f"after{run}", {"copy": data})["copy"])
+    assert curves[0] == curves[1] and scores[0] == scores[1]
+    assert len(curves[0]) == 3 * 13  # three epochs of 13 batches (the last of 8 samples)
     assert sum(curves[0][-5:]) < sum(curves[0][:5])
-    assert after > before
+    assert scores[0] > before
     assert not model.training
-
-
-def test_target_likelihood_ignores_batching_and_padding(tokenizer) -> None:
-    model = build_random_model("qwen2", tokenizer, seed=2)
-    samples = make_samples("copy", 10, 0) + make_samples("add", 10, 0)
-    whole = target_likelihood(model, tokenizer, samples, batch_size=64)
-    pieces = target_likelihood(model, tokenizer, samples, batch_size=3)
-    assert 0.0 < whole < 1.0
-    assert whole == pytest.approx(pieces, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- suite
@@ -199,7 +208,7 @@ def test_suite_layout_and_reload(suite: TinySuite) -> None:
     assert TinySuite.load(suite.root) == suite
     assert set(suite.experts) == set(SKILLS) == set(suite.data)
     for skill, path in suite.data.items():
-        rows = load_jsonl(path)
+        rows = read_prompt_targets(path)
         assert len(rows) == SUITE_KW["n_eval"]
         assert rows == make_samples(skill, SUITE_KW["n_eval"], seed=EVAL_SEED_OFFSET)
     for path in (suite.base, *suite.experts.values()):
@@ -210,14 +219,11 @@ def test_suite_layout_and_reload(suite: TinySuite) -> None:
 
 
 def test_experts_beat_base_and_each_other(suite: TinySuite) -> None:
-    tok = AutoTokenizer.from_pretrained(suite.tokenizer)
     names = ["base", *suite.skills]
     dirs = {"base": suite.base, **suite.experts}
-    data = {k: load_jsonl(p) for k, p in suite.data.items()}
     table = {}
     for name in names:
-        model = AutoModelForCausalLM.from_pretrained(dirs[name])
-        table[name] = {k: target_likelihood(model, tok, data[k]) for k in suite.skills}
+        table[name] = likelihoods(dirs[name], suite.data)
         for k in suite.skills:
             # The stored table is what the reloaded weights give.
             assert table[name][k] == pytest.approx(suite.likelihoods[name][k], rel=1e-4)

@@ -250,7 +250,7 @@ def make_tiny(
     seed: Annotated[int, typer.Option(help="Seed of the models and data.")] = 0,
 ) -> None:
     """Build a tiny base model, one trained expert per skill and the skills' eval data."""
-    from cycleqd.models.tiny import build_tiny_suite
+    from cycleqd.testing.tiny import build_tiny_suite
 
     started = time.perf_counter()
     suite = build_tiny_suite(out, arch=arch, seed=seed)

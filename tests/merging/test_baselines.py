@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.baselines import METHODS, describe_method, merge, parse_params
-from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:

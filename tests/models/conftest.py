@@ -19,7 +19,7 @@ import torch
 from helpers import write_model_family
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 GgufMaker = Callable[..., Path]
 

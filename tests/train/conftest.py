@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cycleqd.models.tiny import build_char_tokenizer, build_random_model
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 # ChatML's shape as SmolLM2 / Qwen write it (no {% generation %} markers), with the turn closed
 # by the EOS text and a newline, as SmolLM2's <|im_end|>\n (its EOS), in the char vocabulary.

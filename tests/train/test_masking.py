@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.tiny import build_char_tokenizer
 from cycleqd.tasks.db.protocol import opening_messages
+from cycleqd.testing.tiny import build_char_tokenizer
 from cycleqd.train.masking import IGNORE, encode_conversation, leading_bos
 
 REPLIES = [

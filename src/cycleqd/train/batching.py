@@ -24,7 +24,8 @@ from cycleqd.train.masking import IGNORE, Encoded
 
 # Shorter common prefixes are not worth a separate forward pass.
 MIN_SHARED_PREFIX = 16
-_WINDOW_BATCHES = 8
+# Batches per window whose samples are sorted by length (see plan_batches).
+WINDOW_BATCHES = 8
 
 
 @dataclass
@@ -42,9 +43,18 @@ class Batch:
 
 
 def plan_batches(
-    samples: Sequence[Encoded], batch_size: int, seed: int, epoch: int
+    samples: Sequence[Encoded],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    window: int = WINDOW_BATCHES,
 ) -> list[list[int]]:
-    """Index lists of one epoch's batches (see the module docstring for the order)."""
+    """Index lists of one epoch's batches (see the module docstring for the order).
+
+    ``window``: batches per length-sorted window. 1 keeps each batch a random draw: for short
+    samples of several skills in one source, length sorting would make batches single-skill
+    (measured on the tiny family: the mixed base's final loss 1.36 against 0.50 unsorted).
+    """
     rng = random.Random(f"cycleqd-train/{seed}/{epoch}")
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
@@ -53,9 +63,9 @@ def plan_batches(
     for source in sorted(by_source):
         order = by_source[source]
         rng.shuffle(order)
-        window = batch_size * _WINDOW_BATCHES
-        for w in range(0, len(order), window):
-            chunk = sorted(order[w : w + window], key=lambda i: len(samples[i].input_ids))
+        span = batch_size * window
+        for w in range(0, len(order), span):
+            chunk = sorted(order[w : w + span], key=lambda i: len(samples[i].input_ids))
             batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cycleqd.models.engine import cache_argument, returned_cache
-from cycleqd.train.batching import Batch, collate, plan_batches
+from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches
 from cycleqd.train.masking import IGNORE, Encoded
 
 # (step, total steps, loss of this step) after every optimizer step.
@@ -51,6 +51,7 @@ class LoopSettings:
     autocast: torch.dtype | None = None  # e.g. bfloat16: matmuls in bf16, master weights fp32
     anchor_weight: float = 0.0  # weight of the KL to the base on the anchor conversations
     anchor_batch: int = 4  # anchor conversations per step
+    length_window: int = WINDOW_BATCHES  # batches per length-sorted window (plan_batches)
 
 
 def learned_logits(
@@ -122,7 +123,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 def count_steps(samples: Sequence[Encoded], settings: LoopSettings) -> int:
     return sum(
-        len(plan_batches(samples, settings.batch_size, settings.seed, e))
+        len(plan_batches(samples, settings.batch_size, settings.seed, e, settings.length_window))
         for e in range(settings.epochs)
     )
 
@@ -160,7 +161,10 @@ def train_loop(
     model.train()
     step = 0
     for epoch in range(settings.epochs):
-        for index in plan_batches(samples, settings.batch_size, settings.seed, epoch):
+        plan = plan_batches(
+            samples, settings.batch_size, settings.seed, epoch, settings.length_window
+        )
+        for index in plan:
             batch = collate([samples[i] for i in index], pad_id, share_prefix=settings.share_prefix)
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * lr_factor(step, total, warmup, settings.min_lr_ratio)

@@ -9,8 +9,9 @@ scratch in seconds on a CPU:
 * random Llama / Qwen2 / GPT-2 models of under 100k parameters;
 * three procedural skills (``copy``, ``rev``, ``add``) whose samples come from seeded
   generators, so data is reproducible and unlimited;
-* a plain AdamW loop that trains only on target tokens, used to make a weak multi-skill base
-  and one expert per skill fine-tuned from it.
+* the package's own training loop (:func:`cycleqd.train.loop.train_loop`, loss on the target
+  tokens only) to make a weak multi-skill base and one expert per skill fine-tuned from it, and
+  its own engine and ``likelihood`` task to score them.
 
 Because the experts share a base and differ in what they learned, task vectors are meaningful
 and merging them can produce a better all-rounder than any single expert.
@@ -19,10 +20,9 @@ and merging them can produce a better all-rounder than any single expert.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,12 @@ from transformers import (
     Qwen2Config,
 )
 
+from cycleqd.models.engine import HFEngine
+from cycleqd.tasks import build_task
+from cycleqd.tasks.suites import write_samples
+from cycleqd.train.loop import LoopSettings, train_loop
+from cycleqd.train.masking import IGNORE, Encoded
+
 __all__ = [
     "ARCHS",
     "CHAT_TEMPLATE",
@@ -51,13 +57,11 @@ __all__ = [
     "build_random_model",
     "build_tiny_suite",
     "encode_prompt",
-    "exact_match",
-    "load_jsonl",
+    "encode_sample",
+    "likelihoods",
     "make_samples",
-    "target_likelihood",
     "tiny_config",
-    "train_lm",
-    "write_jsonl",
+    "train",
 ]
 
 Arch = Literal["llama", "qwen2", "gpt2"]
@@ -91,7 +95,7 @@ EVAL_SEED_OFFSET = 1_000_003
 
 # Bumped whenever the data format or the training recipe changes, so a cached suite built by an
 # older recipe is rebuilt instead of silently reused.
-_SUITE_FORMAT = 1
+_SUITE_FORMAT = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,22 +280,6 @@ def make_samples(skill: str, n: int, seed: int) -> list[dict[str, str]]:
     return [_sample(skill, rng) for _ in range(n)]
 
 
-def write_jsonl(path: Path, samples: Iterable[Mapping[str, Any]]) -> Path:
-    """Write samples one JSON object per line (the format the task loaders read)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for s in samples:
-            fh.write(json.dumps(dict(s), ensure_ascii=False) + "\n")
-    return path
-
-
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a file written by :func:`write_jsonl`."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 # --------------------------------------------------------------------------------------------
 # Encoding, training, evaluation
 # --------------------------------------------------------------------------------------------
@@ -313,177 +301,57 @@ def encode_prompt(
     return list(tokenizer(prompt, add_special_tokens=True).input_ids)
 
 
-def _encode_pair(
-    tokenizer: PreTrainedTokenizerFast, sample: Mapping[str, str], *, chat: bool
-) -> tuple[list[int], list[int]]:
-    """Return (input ids, labels) with the prompt masked by -100 and eos appended."""
+def encode_sample(
+    tokenizer: PreTrainedTokenizerFast, sample: Mapping[str, str], *, chat: bool = False
+) -> Encoded:
+    """A prompt/target sample as the training loop takes it: the target and a closing eos are
+    learned, the prompt is not (so the model learns to answer and then stop)."""
     p = encode_prompt(tokenizer, sample["prompt"], chat=chat)
     t = list(tokenizer(sample["target"], add_special_tokens=False).input_ids)
     t.append(int(tokenizer.eos_token_id))
-    return p + t, [-100] * len(p) + t
+    return Encoded(sample["prompt"], "tiny", p + t, [IGNORE] * len(p) + t)
 
 
-def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad a batch and derive position ids from the attention mask.
-
-    Explicit position ids make every sequence start at position 0 whatever its padding, so
-    results do not depend on which other samples share the batch (and match what
-    ``generate`` computes for left-padded prompts).
-    """
-    width = max(len(ids) for ids, _ in rows)
-    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    lab_t = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask_t = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, labels) in enumerate(rows):
-        n = len(ids)
-        ids_t[i, width - n :] = torch.tensor(ids)
-        lab_t[i, width - n :] = torch.tensor(labels)
-        mask_t[i, width - n :] = 1
-    pos_t = (mask_t.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": ids_t, "attention_mask": mask_t, "position_ids": pos_t, "labels": lab_t}
-
-
-def _token_logprobs(model: PreTrainedModel, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Log-probability of each next token (shifted), 0 where the label is -100."""
-    logits = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    ).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * (labels != -100)
-
-
-def train_lm(
+def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
     samples: Sequence[Mapping[str, str]],
     *,
-    steps: int,
+    epochs: int,
     lr: float,
     batch_size: int,
     seed: int,
     chat_fraction: float = 0.0,
-    warmup_frac: float = 0.1,
-    weight_decay: float = 0.0,
 ) -> list[float]:
-    """Fine-tune ``model`` in place on prompt→target samples; return the per-step loss.
+    """Fine-tune ``model`` in place with the package's training loop; the per-step loss.
 
-    A plain AdamW loop (not ``Trainer``) keeps it fast, dependency-free and deterministic: the
-    model's own randomness uses ``torch.manual_seed(seed)`` and batches are drawn epoch by
-    epoch from ``torch.randperm`` with a dedicated ``torch.Generator``. The loss covers only the
-    target tokens and the final eos, so the model learns to answer and then stop, not to
-    reproduce prompts. ``chat_fraction`` of the samples (fixed per sample, seeded) are wrapped
-    in the chat template so the model answers whether or not callers use the template. The
-    learning rate warms up linearly and then follows a cosine decay to 10 %.
+    The loop is the one experts are trained with (AdamW, linear warmup over a tenth of the
+    steps, cosine decay to 10 %, gradient clipping at 1, batch order from the seed).
+    ``chat_fraction`` of the samples (fixed per sample, seeded) are wrapped in the chat template
+    so the model answers whether or not callers use the template.
     """
-    if steps <= 0 or not samples:
+    if not samples:
         return []
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     chat_rng = random.Random(f"chat:{seed}")
-    encoded = [_encode_pair(tokenizer, s, chat=chat_rng.random() < chat_fraction) for s in samples]
-    pad_id = int(tokenizer.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = max(1, int(steps * warmup_frac))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-    model.train()
-    losses: list[float] = []
-    order: list[int] = []
-    for step in range(steps):
-        if len(order) < batch_size:
-            order.extend(torch.randperm(len(encoded), generator=gen).tolist())
-        idx, order = order[:batch_size], order[batch_size:]
-        batch = _collate([encoded[i] for i in idx], pad_id)
-        tok_lp = _token_logprobs(model, batch)
-        n_tok = (batch["labels"][:, 1:] != -100).sum().clamp(min=1)
-        loss = -tok_lp.sum() / n_tok
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
+    encoded = [encode_sample(tokenizer, s, chat=chat_rng.random() < chat_fraction) for s in samples]
+    # every batch a random mix of the skills (length-sorted batches would be single-skill)
+    settings = LoopSettings(
+        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, warmup_ratio=0.1, length_window=1
+    )
+    return train_loop(
+        model, encoded, settings, pad_id=int(tokenizer.pad_token_id), device=torch.device("cpu")
+    )
 
 
-@torch.no_grad()
-def target_likelihood(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerFast,
-    samples: Sequence[Mapping[str, str]],
-    *,
-    chat: bool = False,
-    batch_size: int = 128,
-) -> float:
-    """Geometric-mean probability of the target tokens (and the closing eos) given the prompt.
-
-    This is ``exp(mean log p)`` pooled over every target token of every sample: a smooth
-    quality score in (0, 1] that needs no generation, which makes it a cheap, noise-free way to
-    check that an expert beats the base on its skill.
-    """
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    encoded = [_encode_pair(tokenizer, s, chat=chat) for s in samples]
-    for start in range(0, len(encoded), batch_size):
-        batch = _collate(encoded[start : start + batch_size], int(tokenizer.pad_token_id))
-        total += float(_token_logprobs(model, batch).sum())
-        count += int((batch["labels"][:, 1:] != -100).sum())
-    if was_training:
-        model.train()
-    return math.exp(total / max(1, count))
-
-
-@torch.no_grad()
-def exact_match(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerFast,
-    samples: Sequence[Mapping[str, str]],
-    *,
-    chat: bool = False,
-    batch_size: int = 128,
-    max_new_tokens: int = 8,
-) -> float:
-    """Fraction of samples whose greedy completion (up to eos) equals the target exactly.
-
-    This is the discrete metric a task would report; it goes through ``model.generate`` with
-    left padding, i.e. the same path an inference engine takes.
-    """
-    model.eval()
-    hits = 0
-    pad_id = int(tokenizer.pad_token_id)
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        rows = [(encode_prompt(tokenizer, s["prompt"], chat=chat), []) for s in chunk]
-        width = max(len(r[0]) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, (r, _) in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        hits += sum(t == s["target"] for t, s in zip(texts, chunk, strict=True))
-    return hits / max(1, len(samples))
+def likelihoods(model_dir: Path, data: Mapping[str, Path]) -> dict[str, float]:
+    """The ``likelihood`` task's quality of the model in ``model_dir`` on each skill's file,
+    through the engine a search uses (so the suite's table is what a search would see)."""
+    engine = HFEngine(model_dir, device="cpu", dtype="float32", batch_size=128)
+    return {
+        skill: build_task(skill, "likelihood", {"data": str(path)}, skill).evaluate(engine).quality
+        for skill, path in data.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,8 +363,8 @@ def exact_match(
 class TinySuite:
     """Where a built tiny base/experts family lives, plus how well each model does.
 
-    ``likelihoods[model][skill]`` is :func:`target_likelihood` on the held-out data of
-    ``skill``; ``model`` is ``"base"`` or a skill name (that skill's expert).
+    ``likelihoods[model][skill]`` is the ``likelihood`` task's quality on the held-out data of
+    ``skill`` (:func:`likelihoods`); ``model`` is ``"base"`` or a skill name (that expert).
     """
 
     root: Path
@@ -582,8 +450,8 @@ def build_tiny_suite(
     *,
     arch: Arch = "llama",
     seed: int = 0,
-    base_steps: int = 500,
-    expert_steps: int = 300,
+    base_epochs: int = 3,
+    expert_epochs: int = 5,
     n_train: int = 2000,
     n_eval: int = 200,
     tie_word_embeddings: bool = False,
@@ -605,14 +473,11 @@ def build_tiny_suite(
     The base is a random model trained briefly on a mixture of all skills, so it knows the
     formats but is mediocre at each; each expert continues from the base on its own skill only,
     with a much smaller learning rate, so experts stay close to the base yet clearly beat the
-    base and the other experts on their skill. The defaults (about 14 s for llama on 2 CPU
-    cores) trade a weaker base for task vectors small enough to merge: with a shorter base run
-    the experts must move far from it and plain task arithmetic collapses on every skill,
-    whereas with these settings ``base + 0.5 * sum(task vectors)`` beats the base on all three
-    skills. Evaluation samples use a different seed than training, and any training sample
-    whose prompt also appears in the evaluation set is dropped, so the reported likelihoods
-    are on unseen prompts. Prompts are plain text (``<s>`` + prompt) unless ``chat_fraction``
-    is positive, in which case that share of training prompts goes through the chat template.
+    base and the other experts on their skill, and their task vectors stay small enough to
+    merge. Evaluation samples use a different seed than training, and any training sample whose
+    prompt also appears in the evaluation set is dropped, so the reported likelihoods are on
+    unseen prompts. Prompts are plain text (``<s>`` + prompt) unless ``chat_fraction`` is
+    positive, in which case that share of training prompts goes through the chat template.
 
     If ``out_dir/suite.json`` already records the same parameters, the suite is returned
     without rebuilding; otherwise everything is rebuilt (``suite.json`` is written last, so an
@@ -624,8 +489,8 @@ def build_tiny_suite(
         "format": _SUITE_FORMAT,
         "arch": arch,
         "seed": seed,
-        "base_steps": base_steps,
-        "expert_steps": expert_steps,
+        "base_epochs": base_epochs,
+        "expert_epochs": expert_epochs,
         "n_train": n_train,
         "n_eval": n_eval,
         "tie_word_embeddings": tie_word_embeddings,
@@ -655,7 +520,9 @@ def build_tiny_suite(
 
     # Held-out evaluation data first, so training data can exclude its prompts.
     eval_sets = {s: make_samples(s, n_eval, seed=seed + EVAL_SEED_OFFSET) for s in skills}
-    data_paths = {s: write_jsonl(out_dir / "data" / f"{s}.jsonl", eval_sets[s]) for s in skills}
+    data_paths = {s: out_dir / "data" / f"{s}.jsonl" for s in skills}
+    for s in skills:
+        write_samples(data_paths[s], list(eval_sets[s]))
     held_out = {x["prompt"] for samples in eval_sets.values() for x in samples}
 
     def train_set(skill: str, n: int, data_seed: int) -> list[dict[str, str]]:
@@ -664,11 +531,11 @@ def build_tiny_suite(
     # Base: a weak generalist over the mixture of all skills.
     model = build_random_model(arch, tokenizer, seed=seed, tie_word_embeddings=tie_word_embeddings)
     mixture = [x for i, s in enumerate(skills) for x in train_set(s, n_train, seed + 17 * i)]
-    train_lm(
+    train(
         model,
         tokenizer,
         mixture,
-        steps=base_steps,
+        epochs=base_epochs,
         lr=lr,
         batch_size=batch_size,
         seed=seed,
@@ -678,20 +545,18 @@ def build_tiny_suite(
     _save(model, tokenizer, base_dir)
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    likelihoods: dict[str, dict[str, float]] = {
-        "base": {s: target_likelihood(model, tokenizer, eval_sets[s]) for s in skills}
-    }
+    scores: dict[str, dict[str, float]] = {"base": likelihoods(base_dir, data_paths)}
     expert_dirs: dict[str, Path] = {}
     for i, skill in enumerate(skills):
         expert = build_random_model(
             arch, tokenizer, seed=seed, tie_word_embeddings=tie_word_embeddings
         )
         expert.load_state_dict(base_state)
-        train_lm(
+        train(
             expert,
             tokenizer,
             train_set(skill, n_train, seed + 101 + 17 * i),
-            steps=expert_steps,
+            epochs=expert_epochs,
             lr=expert_lr,
             batch_size=batch_size,
             seed=seed + 1 + i,
@@ -699,7 +564,7 @@ def build_tiny_suite(
         )
         expert_dirs[skill] = out_dir / "experts" / skill
         _save(expert, tokenizer, expert_dirs[skill])
-        likelihoods[skill] = {s: target_likelihood(expert, tokenizer, eval_sets[s]) for s in skills}
+        scores[skill] = likelihoods(expert_dirs[skill], data_paths)
 
     suite = TinySuite(
         root=out_dir,
@@ -709,7 +574,7 @@ def build_tiny_suite(
         experts=expert_dirs,
         data=data_paths,
         params=params,
-        likelihoods=likelihoods,
+        likelihoods=scores,
         build_seconds=round(time.perf_counter() - t0, 3),
     )
     tmp = manifest.with_suffix(".json.tmp")
