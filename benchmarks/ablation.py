@@ -28,7 +28,9 @@ def main() -> None:
 
     from demo_inputs import say
 
-    from cycleqd.demo.pipeline import SKILLS, Demo, DemoSettings, _ablation_row, _slug
+    from cycleqd.demo.pipeline import Demo, DemoSettings, _slug
+    from cycleqd.demo.skills import SKILLS
+    from cycleqd.demo.tables import ablation_row
     from cycleqd.demo.presets import PRESETS, ablations
 
     preset = PRESETS[args.preset]
@@ -46,7 +48,7 @@ def main() -> None:
             base, experts, data, overrides=variant, run_name=f"ablation-{_slug(label)}"
         )
         report = demo.evaluate(_slug(label), Path(summary["final"]["model"]), test_files, "test")
-        row = _ablation_row(label, report, summary, seed=preset.seed)
+        row = ablation_row(label, report, summary, seed=preset.seed)
         row.pop("samples")
         print(
             json.dumps(

@@ -32,7 +32,8 @@ def validation_config(
 ) -> tuple[Any, Any]:
     """A run config over the demo's validation splits (written under ``out``) and the preset."""
     from cycleqd.config import load_config
-    from cycleqd.demo.pipeline import SKILLS, Demo, DemoSettings
+    from cycleqd.demo.pipeline import Demo, DemoSettings
+    from cycleqd.demo.skills import SKILLS
     from cycleqd.demo.presets import PRESETS
 
     chosen = PRESETS[preset]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cycleqd.config import dump_config, load_config
-from cycleqd.demo.pipeline import Demo, DemoSettings, _constraint_text, clean_output
+from cycleqd.demo.pipeline import Demo, DemoSettings, clean_output
+from cycleqd.demo.tables import constraint_text
 from cycleqd.demo.presets import PRESETS
 from cycleqd.tasks import build_task
 from cycleqd.tasks.multiple_choice import load_questions
@@ -236,7 +237,7 @@ def _check_language_constraint(
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(("rejected" in m) == (m["scores"]["language"] < floor) for m in lines)
     assert any(m["evaluation"].startswith("batched(") for m in lines)
-    note = _constraint_text(summary, PRESETS["mini"].n_language_search)
+    note = constraint_text(summary, PRESETS["mini"].n_language_search)
     assert f"rejected {summary['rejected']} of {PRESETS['mini'].generations} children" in note
 
 

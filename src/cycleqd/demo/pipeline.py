@@ -18,7 +18,6 @@ directory of the search (elite maps, metrics), the baselines and the evaluations
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -28,34 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cycleqd.demo.baselines import build_merges, merge_label
 from cycleqd.demo.presets import Preset, ablations
+from cycleqd.demo.report import write_outputs
+from cycleqd.demo.skills import LANGUAGE, SKILLS
+from cycleqd.demo.tables import ablation_row, table_row, validation_of
 from cycleqd.errors import CycleQDError
-
-# skill -> (suite, task type, file suffix of the suite's data format)
-SKILLS: dict[str, tuple[str, str, str]] = {
-    "code": ("code-mini", "code", ".jsonl"),
-    "os": ("os-mini", "agentbench-os", ".json"),
-    "db": ("db-mini", "dbbench", ".jsonl"),
-}
-LANGUAGE = "language"  # the table's column of general language ability (MMLU)
-MERGE_LABELS = {
-    "linear": "merge: linear",
-    "task_arithmetic": "merge: task arithmetic",
-    "task_arithmetic_full": "merge: task arithmetic (weight 1)",
-    "ties": "merge: TIES",
-    "dare_ties": "merge: DARE-TIES",
-    "dare_linear": "merge: DARE-linear",
-}
-# merges that draw at random (DARE's drop masks): repeated with the searches' seeds
-RANDOM_MERGES = ("dare_ties", "dare_linear")
-_SEED_SUFFIX = re.compile(r" \(seed (\d+)\)$")
-
-
-def merge_label(method: str) -> str:
-    """The table's name of a merge baseline; ``dare_ties-seed1`` is DARE-TIES with drop seed 1."""
-    name, _, seed = method.partition("-seed")
-    label = MERGE_LABELS.get(name, name)
-    return f"{label} (seed {seed})" if seed else label
 
 
 @dataclass
@@ -151,49 +128,10 @@ class Demo:
     def merges(
         self, base: Path, experts: dict[str, Path], seeds: Sequence[int] | None = None
     ) -> dict[str, Path]:
-        """The merge baselines, each reused when its :func:`~cycleqd.keys.merge_key` (method,
-        parameters, base and expert files, mergekit and merging code) is the one stored beside
-        it in ``baselines/<method>.key``.
-
-        A random merge (DARE's drop masks) is built once per seed of ``seeds`` (default: the
-        preset's seed alone): ``dare_ties`` with the first, ``dare_ties-seed{s}`` with the others.
-        Why: CycleQD is reported over its search seeds; one draw of a random baseline set
-        beside that mean is a lucky or unlucky draw (on the `cpu` preset DARE-TIES scored
-        0.833, 0.743 and 0.785 on test with drop seeds 0, 1 and 2).
-        """
-        from cycleqd.keys import merge_key, models_digest
-        from cycleqd.merging.baselines import merge
-        from cycleqd.search.store import atomic_write_text
-
-        out: dict[str, Path] = {}
-        models = models_digest([base, *experts.values()])
+        """The merge baselines (:func:`~cycleqd.demo.baselines.build_merges`), a random one once
+        per seed of ``seeds`` (default: the preset's seed alone)."""
         seeds = list(seeds) if seeds else [self.p.seed]
-        builds = [(m, seeds[0]) for m in self.p.merges]
-        builds += [(m, s) for m in self.p.merges if m in RANDOM_MERGES for s in seeds[1:]]
-        for method, seed in builds:
-            name = method if seed == seeds[0] else f"{method}-seed{seed}"
-            target = self.out / "baselines" / name
-            params: dict[str, Any] = {}
-            mergekit_method = method
-            if method in ("ties", "dare_ties", "dare_linear"):
-                params = {"density": 0.5, "weight": 1.0}
-            if method in RANDOM_MERGES:
-                params["seed"] = seed
-            if method == "task_arithmetic":
-                params = {"weight": 1.0 / len(experts)}
-            if method == "task_arithmetic_full":  # every task vector added in full
-                mergekit_method, params = "task_arithmetic", {"weight": 1.0}
-            key = merge_key(mergekit_method, params, models)
-            key_file = target.parent / f"{name}.key"
-            stored = key_file.read_text().strip() if key_file.is_file() else None
-            if stored == key and (target / "config.json").is_file():
-                self.say(f"  {name}: reused (same experts, parameters and code)")
-            else:
-                key_file.unlink(missing_ok=True)
-                merge(mergekit_method, base, list(experts.values()), target, params, overwrite=True)
-                atomic_write_text(key_file, key + "\n")
-            out[name] = target
-        return out
+        return build_merges(self.out / "baselines", base, experts, self.p.merges, seeds, self.say)
 
     def search(
         self,
@@ -424,13 +362,13 @@ class Demo:
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
             for name, path in models:
                 report = self.evaluate(_slug(name), path, test_files, "test", language=language)
-                rows.append(_row(name, report, seed=self.p.seed))
+                rows.append(table_row(name, report, seed=self.p.seed))
         ablation_rows: list[dict[str, Any]] = []
         if variants:
             with self.stage("ablation test evaluation"):
                 for label, path, summ in variants:
                     report = self.evaluate(_slug(label), path, test_files, "test-ablation")
-                    ablation_rows.append(_ablation_row(label, report, summ, seed=self.p.seed))
+                    ablation_rows.append(ablation_row(label, report, summ, seed=self.p.seed))
                 ours = next(r for r in rows if r["name"] == "CycleQD")
                 agent_only = {  # the variants were scored on the agent tasks only
                     key: {t: v for t, v in ours[key].items() if t != LANGUAGE}
@@ -441,7 +379,7 @@ class Demo:
                         **ours,
                         **agent_only,
                         "name": "chosen preset (CycleQD)",
-                        **_validation_of(summary),
+                        **validation_of(summary),
                     }
                 )
         real_rows: list[dict[str, Any]] = []
@@ -450,176 +388,15 @@ class Demo:
             with self.stage("real benchmarks"):
                 for name, path in (("base", base), ("CycleQD", final)):
                     report = self.evaluate(_slug(name), path, real, "real", real=True)
-                    real_rows.append(_row(name, report, seed=self.p.seed))
-        self._write(rows, real_rows, run_dir, summary, ablation_rows)
-        return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
-
-    def _write(
-        self,
-        rows: list[dict[str, Any]],
-        real_rows: list[dict[str, Any]],
-        run_dir: Path,
-        summary: dict[str, Any],
-        ablation_rows: list[dict[str, Any]] | None = None,
-    ) -> None:
-        from cycleqd.report.html import write_report
-
-        tasks = list(SKILLS)
-        after = [LANGUAGE] if any(LANGUAGE in r["scores"] for r in rows) else []
-        comparisons = _comparisons(rows, seed=self.p.seed)
-        seeds = _seed_summary(rows)
-        language = _language_summary(rows, seed=self.p.seed) if after else None
-        rows, real_rows = _public(rows), _public(real_rows)
-        ablation = _public(ablation_rows or [])
-        table = {
-            "preset": self.p.name,
-            "tasks": tasks,
-            "n_test": self.p.n_test,
-            "test": rows,
-            "real_dev": real_rows,
-            "paired": comparisons,
-            "seeds": seeds,
-            "merge_seeds": _merge_seed_summary(rows),
-            "ablation": ablation,
-            "language": language,
-            "timings_s": self.timings,
-            "cycleqd": {
-                "generations": summary["generations_done"],
-                "expert_scores_validation": summary["expert_scores"],
-                "best_quality_validation": summary["best_quality"],
-                "final_validation": (summary.get("final") or {}).get("scores"),
-                "final_model": _final_model(summary),
-                "constraints": summary.get("constraints"),
-                "rejected_children": summary.get("rejected"),
-            },
-        }
-        (self.out / "table.json").write_text(json.dumps(table, indent=2))
-        md = [
-            f"Test splits ({self.p.n_test} samples per task, preset `{self.p.name}`; "
-            "95% intervals: Wilson per task, bootstrap for the average of the three agent tasks"
-            + (f"; {LANGUAGE}: {self.p.n_language} questions, acc_norm, not averaged" * bool(after))
-            + "):",
-            "",
-        ]
-        md += _markdown(rows, tasks, after=after)
-        notes = [_comparison_text(c) for c in comparisons] + ([_seeds_text(seeds)] if seeds else [])
-        notes += [_merge_seeds_text(n, m) for n, m in table["merge_seeds"].items()]
-        if language:
-            notes.append(_language_text(language))
-        notes.append(_final_model_text(table["cycleqd"]["final_model"]))
-        if summary.get("constraints"):
-            notes.append(_constraint_text(summary, self.p.n_language_search))
-        if notes:
-            md += ["", *notes]
-        if ablation:
-            md += ["", ABLATION_INTRO, ""]
-            md += _markdown(ablation, tasks, validation=True)
-        if real_rows:
-            md += ["", "Real benchmarks' development data:", ""]
-            md += _markdown(real_rows, [t for t in tasks if t in real_rows[0]["scores"]])
-        (self.out / "table.md").write_text("\n".join(md) + "\n")
-        images = [
-            (f"elite map: {p.stem.removeprefix('archive_')}", p)
-            for p in sorted((run_dir / "plots").glob("archive_*.png"))
-        ]
-        images.append(("quality over generations", run_dir / "plots" / "progress.png"))
-        transcripts: dict[str, list[dict[str, Any]]] = {}
-        results = self.out / "test" / "cycleqd"
-        for skill in tasks:
-            path = results / f"results.{skill}.jsonl"
-            if path.is_file():
-                lines = path.read_text().splitlines()[:3]
-                transcripts[f"CycleQD on {skill} (test)"] = [json.loads(x) for x in lines]
-        write_report(
-            self.out / "report.html",
-            title="cycleqd demo",
-            intro=(
-                "CycleQD merges of three skill experts (code, OS, database) of one instruct model, "
-                "against the base, the experts, merge baselines and an all-data fine-tune. "
-                "Selection used the validation splits only; scores are on held-out test splits."
-            ),
-            tables=[("Test splits", rows, tasks, after)]
-            + (
-                [("Ablation (test splits; " + ABLATION_INTRO + ")", ablation, tasks)]
-                if ablation
-                else []
-            )
-            + ([("Real benchmarks' development data", real_rows, tasks)] if real_rows else []),
-            images=images,
-            timings=self.timings,
-            transcripts=transcripts,
-            notes=notes,
+                    real_rows.append(table_row(name, report, seed=self.p.seed))
+        write_outputs(
+            self.out, self.p, self.timings, rows, real_rows, run_dir, summary, ablation_rows
         )
+        return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def _samples(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per task, every scored sample's score by sample id (unsupported samples left out)."""
-    out: dict[str, dict[str, float]] = {}
-    for task, r in report["tasks"].items():
-        path = Path(r["transcripts"])
-        records = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-        out[task] = {
-            str(x["sample_id"] if "sample_id" in x else x["id"]): float(x.get("score", 0.0))
-            for x in records
-            if not x.get("unsupported")
-        }
-    return out
-
-
-def _row(name: str, report: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
-    """A table row: scores, their 95% intervals, and the per-sample scores behind them.
-
-    The average, its interval and ``samples`` (what paired comparisons use) cover the agent
-    tasks only; the language column's per-question scores are kept apart in
-    ``language_samples``.
-    """
-    from cycleqd.report.stats import bootstrap_average, wilson
-
-    scores = {t: r["quality"] for t, r in report["tasks"].items()}
-    every = _samples(report)
-    intervals = {t: list(wilson(sum(s.values()), len(s))) for t, s in every.items() if len(s) > 0}
-    samples = {t: s for t, s in every.items() if t != LANGUAGE}
-    agent = [q for t, q in scores.items() if t != LANGUAGE]
-    row: dict[str, Any] = {
-        "name": name,
-        "scores": scores,
-        "average": sum(agent) / len(agent),
-        "intervals": intervals,
-        "samples": samples,
-    }
-    if LANGUAGE in every:
-        row["language_samples"] = every[LANGUAGE]
-    if samples and all(samples.values()):
-        row["average_interval"] = list(
-            bootstrap_average({t: list(s.values()) for t, s in samples.items()}, seed=seed)
-        )
-    return row
-
-
-ABLATION_INTRO = (
-    "Ablation: CycleQD with the paper's operators, then with each of the preset's changes alone "
-    "(same experts, sizes, seed and test samples; validation average of each final model, "
-    "which is all the search saw)"
-)
-
-
-def _validation_of(summary: dict[str, Any]) -> dict[str, Any]:
-    scores = (summary.get("final") or {}).get("scores") or {}
-    return {"validation_average": sum(scores.values()) / len(scores) if scores else None}
-
-
-def _ablation_row(
-    label: str, report: dict[str, Any], summary: dict[str, Any], *, seed: int
-) -> dict[str, Any]:
-    return {**_row(label, report, seed=seed), **_validation_of(summary)}
-
-
-def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in ("samples", "language_samples")} for r in rows]
 
 
 def _cloze(params: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -628,176 +405,6 @@ def _cloze(params: dict[str, Any], path: Path) -> dict[str, Any]:
     from cycleqd.tasks.multiple_choice import detect_format
 
     return {**params, "list_choices": False} if detect_format(path) == "bigbench" else params
-
-
-def _language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any] | None:
-    """How much language ability CycleQD and the best merge (by agent average) lost from the
-    base, and the two paired on the same questions (the target: CycleQD's drop is no larger)."""
-    from cycleqd.report.stats import paired_comparison
-
-    named = {r["name"]: r for r in rows if LANGUAGE in r["scores"]}
-    base, ours = named.get("base"), named.get("CycleQD")
-    merges = [r for r in named.values() if _is_merge(r["name"])]
-    if base is None or ours is None:
-        return None
-    out: dict[str, Any] = {
-        "base": base["scores"][LANGUAGE],
-        "drop": {n: base["scores"][LANGUAGE] - r["scores"][LANGUAGE] for n, r in named.items()},
-    }
-    if merges:
-        best = max(merges, key=lambda r: r["average"])
-        paired = paired_comparison(
-            {LANGUAGE: ours["language_samples"]}, {LANGUAGE: best["language_samples"]}, seed=seed
-        )
-        out |= {
-            "best_merge": best["name"],
-            "cycleqd_minus_best_merge": paired,
-            "cycleqd_drop_no_larger": out["drop"]["CycleQD"] <= out["drop"][best["name"]],
-        }
-    return out
-
-
-def _language_text(s: dict[str, Any]) -> str:
-    text = (
-        f"Language (MMLU acc_norm): base {s['base']:.3f}; CycleQD's drop from the base "
-        f"{s['drop']['CycleQD']:+.3f}"
-    )
-    if "best_merge" in s:
-        c = s["cycleqd_minus_best_merge"]
-        lo, hi = c["interval"]
-        verdict = "no larger than" if s["cycleqd_drop_no_larger"] else "larger than"
-        text += (
-            f", {verdict} that of the best merge ({s['best_merge']}, "
-            f"{s['drop'][s['best_merge']]:+.3f}); paired on the same questions, CycleQD minus "
-            f"it: {c['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, exact McNemar "
-            f"p = {c['mcnemar_p']:.3f})"
-        )
-    return text + "."
-
-
-def _comparisons(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
-    """CycleQD against the best other model and the best merge, paired on the test samples."""
-    from cycleqd.report.stats import paired_comparison
-
-    ours = next((r for r in rows if r["name"] == "CycleQD"), None)
-    others = [r for r in rows if not _SEED_SUFFIX.search(r["name"]) and r["name"] != "CycleQD"]
-    if ours is None or not others:
-        return []
-    picks = [max(others, key=lambda r: r["average"])]
-    merges = [r for r in others if _is_merge(r["name"])]
-    if merges and max(merges, key=lambda r: r["average"]) is not picks[0]:
-        picks.append(max(merges, key=lambda r: r["average"]))
-    return [
-        {
-            "a": "CycleQD",
-            "b": r["name"],
-            **paired_comparison(ours["samples"], r["samples"], seed=seed),
-        }
-        for r in picks
-    ]
-
-
-def _comparison_text(c: dict[str, Any]) -> str:
-    lo, hi = c["interval"]
-    return (
-        f"Paired on the same test samples, {c['a']} minus {c['b']}: average "
-        f"{c['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}); samples only "
-        f"{c['a']} passed: {c['only_a_passed']}, only {c['b']} passed: {c['only_b_passed']} "
-        f"(exact McNemar p = {c['mcnemar_p']:.3f})."
-    )
-
-
-def _seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean and spread of CycleQD's test scores over the searches' seeds (None with one seed)."""
-    runs = [r for r in rows if r["name"].startswith("CycleQD")]
-    if len(runs) < 2:
-        return None
-    tasks = list(runs[0]["scores"])
-    return {
-        **_spread([r["average"] for r in runs]),
-        "per_task_mean": {t: sum(r["scores"][t] for r in runs) / len(runs) for t in tasks},
-    }
-
-
-def _is_merge(name: str) -> bool:
-    """A merge baseline's row drawn with the preset's seed (the rows CycleQD is paired with;
-    the other seeds' draws are summarised by :func:`_merge_seed_summary`)."""
-    return name.startswith("merge: ") and not _SEED_SUFFIX.search(name)
-
-
-def _merge_seed_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and spread of each random merge's test average over its seeds (empty with one)."""
-    draws: dict[str, list[float]] = {}
-    for r in rows:
-        if r["name"].startswith("merge: "):
-            draws.setdefault(_SEED_SUFFIX.sub("", r["name"]), []).append(r["average"])
-    return {name: _spread(averages) for name, averages in draws.items() if len(averages) > 1}
-
-
-def _spread(averages: list[float]) -> dict[str, Any]:
-    """Count, mean, sample standard deviation and range of several runs' test averages."""
-    mean = sum(averages) / len(averages)
-    std = (sum((a - mean) ** 2 for a in averages) / (len(averages) - 1)) ** 0.5
-    return {
-        "runs": len(averages),
-        "average_mean": mean,
-        "average_std": std,
-        "average_min": min(averages),
-        "average_max": max(averages),
-    }
-
-
-def _merge_seeds_text(name: str, s: dict[str, Any]) -> str:
-    return (
-        f"{name} over {s['runs']} drop seeds: test average {s['average_mean']:.3f} "
-        f"(sd {s['average_std']:.3f}, min {s['average_min']:.3f}, max {s['average_max']:.3f})."
-    )
-
-
-def _seeds_text(s: dict[str, Any]) -> str:
-    return (
-        f"CycleQD over {s['runs']} search seeds: test average {s['average_mean']:.3f} "
-        f"(sd {s['average_std']:.3f}, min {s['average_min']:.3f}, max {s['average_max']:.3f})."
-    )
-
-
-def _markdown(
-    rows: list[dict[str, Any]],
-    tasks: list[str],
-    *,
-    validation: bool = False,
-    after: list[str] | None = None,
-) -> list[str]:
-    """A table of scores with intervals; ``validation`` adds the final model's validation mean
-    (what the ablation's variants were selected on); ``after``: score columns shown after the
-    average and not part of it (the language column)."""
-    after = after or []
-    best = round(max(r["average"] for r in rows), 9)  # ties in value tie in print too
-
-    def cell(value: float, interval: list[float] | None, bold: bool = False) -> str:
-        text = f"**{value:.3f}**" if bold else f"{value:.3f}"
-        return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
-
-    extra = "".join(f" {t} |" for t in after) + (" validation average |" if validation else "")
-    lines = [
-        "| model | " + " | ".join(tasks) + " | average |" + extra,
-        "|---" * (len(tasks) + 2 + len(after) + int(validation)) + "|",
-    ]
-    for r in rows:
-        intervals = r.get("intervals") or {}
-
-        def cells(names: list[str], r: dict[str, Any] = r, iv: dict = intervals) -> str:
-            return " | ".join(
-                cell(r["scores"][t], iv.get(t)) if t in r["scores"] else "-" for t in names
-            )
-
-        avg = cell(r["average"], r.get("average_interval"), round(r["average"], 9) == best)
-        tail = "".join(f" {cells([t])} |" for t in after)
-        if validation:
-            v = r.get("validation_average")
-            tail += f" {v:.3f} |" if v is not None else " - |"
-        lines.append(f"| {r['name']} | {cells(tasks)} | {avg} |{tail}")
-    return lines
 
 
 _RUN_STARTS = {
@@ -832,45 +439,3 @@ def check_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise CycleQDError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
-
-
-def _final_model(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the CycleQD row is: the final merge or an archived individual, and why."""
-    final = summary.get("final") or {}
-    return {
-        "merge": final.get("merge", "softmax"),
-        "elites": final.get("elites"),
-        "chosen": final.get("chosen"),
-        "merge_validation": final.get("merge_scores"),
-        "validation": final.get("scores"),
-    }
-
-
-def _final_model_text(final: dict[str, Any]) -> str:
-    def mean(scores: dict[str, float] | None) -> str:
-        if not scores:
-            return "n/a"
-        agent = [scores[t] for t in SKILLS if t in scores]  # a constraint's score is no skill
-        return f"{sum(agent) / len(agent):.3f}"
-
-    elites = ", ".join(final["elites"] or [])
-    merge = f"the {final['merge']} merge of the archives' best elites ({elites})"
-    if final["chosen"] in (None, "merge"):
-        what = merge
-    else:
-        what = f"archived individual {final['chosen']}, whose validation average beat {merge}"
-        what += f" ({mean(final['validation'])} vs {mean(final['merge_validation'])})"
-    return f"CycleQD's final model is {what}; chosen on validation, never on test."
-
-
-def _constraint_text(summary: dict[str, Any], n_questions: int) -> str:
-    """What the searches' language constraint did, for the table's notes."""
-    c = summary["constraints"][LANGUAGE]
-    below = ", ".join(c["experts_below"]) or "none"
-    return (
-        f"The search kept only children whose {LANGUAGE} score (acc_norm on {n_questions} "
-        f"validation questions apart from the column's) stayed at or above {c['floor']:.3f} "
-        f"(the base's {c['base']:.3f} minus the allowed drop); it rejected "
-        f"{summary.get('rejected', 0)} of {summary['generations_done']} children. Experts below "
-        f"that floor (they still seed the archives): {below}."
-    )

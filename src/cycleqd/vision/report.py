@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cycleqd.report.stats import bootstrap_average, paired_comparison
+from cycleqd.report.tables import markdown_table
 from cycleqd.vision.presets import VARIANT, VARIANT_LABEL, VisionPreset
 
 if TYPE_CHECKING:
@@ -52,21 +53,6 @@ def table_row(name: str, per_image: Mapping[str, Sequence[float]], *, seed: int)
         ),
         "samples": {t: list(v) for t, v in per_image.items()},
     }
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> list[str]:
-    best = round(max(r["average"] for r in rows), 9)
-
-    def cell(value: float, interval: Sequence[float], bold: bool = False) -> str:
-        text = f"**{value:.3f}**" if bold else f"{value:.3f}"
-        return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
-
-    lines = ["| model | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
-    for r in rows:
-        cells = " | ".join(cell(r["scores"][t], r["intervals"][t]) for t in tasks)
-        avg = cell(r["average"], r["average_interval"], round(r["average"], 9) == best)
-        lines.append(f"| {r['name']} | {cells} | {avg} |")
-    return lines
 
 
 def paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, *, seed: int) -> dict[str, Any]:
@@ -249,7 +235,7 @@ def write_outputs(
         f"Test scenes ({p.n_test} per task, {p.image_size}x{p.image_size} px, preset `{p.name}`); "
         "mean per-image mIoU (torchmetrics), 95% bootstrap intervals over test images:",
         "",
-        *markdown_table(rows, tasks),
+        *markdown_table(rows, tasks, digits=3),
         "",
         *notes[:-1],
         "",
