@@ -29,9 +29,9 @@ def main() -> None:
     from demo_inputs import say
 
     from cycleqd.demo.pipeline import Demo, DemoSettings, _slug
+    from cycleqd.demo.presets import PRESETS, ablations
     from cycleqd.demo.skills import SKILLS
     from cycleqd.demo.tables import ablation_row
-    from cycleqd.demo.presets import PRESETS, ablations
 
     preset = PRESETS[args.preset]
     demo = Demo(DemoSettings(out=args.out, preset=preset), say=say)

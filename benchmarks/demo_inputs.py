@@ -33,8 +33,8 @@ def validation_config(
     """A run config over the demo's validation splits (written under ``out``) and the preset."""
     from cycleqd.config import load_config
     from cycleqd.demo.pipeline import Demo, DemoSettings
-    from cycleqd.demo.skills import SKILLS
     from cycleqd.demo.presets import PRESETS
+    from cycleqd.demo.skills import SKILLS
 
     chosen = PRESETS[preset]
     if n_val is not None:

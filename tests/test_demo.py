@@ -15,8 +15,8 @@ import pytest
 
 from cycleqd.config import dump_config, load_config
 from cycleqd.demo.pipeline import Demo, DemoSettings, clean_output
-from cycleqd.demo.tables import constraint_text
 from cycleqd.demo.presets import PRESETS
+from cycleqd.demo.tables import constraint_text
 from cycleqd.tasks import build_task
 from cycleqd.tasks.multiple_choice import load_questions
 from cycleqd.testing.tiny import build_char_tokenizer, build_random_model

@@ -85,3 +85,22 @@ def test_cli_rejects_bad_track_and_preset(capsys: pytest.CaptureFixture[str]) ->
         cli.main(["demo", "--track", "vision", "--preset", "huge"])
     assert exc.value.code == 2
     assert "unknown vision preset 'huge'" in capsys.readouterr().err
+
+
+def test_the_variant_search_is_the_shipped_overlay() -> None:
+    from cycleqd.errors import CycleQDError
+    from cycleqd.vision.pipeline import search_config
+    from cycleqd.vision.presets import PRESETS, VARIANT
+
+    paper = search_config(PRESETS["mini"])
+    assert (paper.crossover.kind, paper.final_merge.kind, paper.final_model) == (
+        "linear",
+        "softmax",
+        "merge",
+    )
+    variant = search_config(PRESETS["mini"], VARIANT)
+    assert variant.crossover.kind == "per_expert" and variant.mutation.params.signed
+    assert (variant.final_merge.kind, variant.final_model) == ("ties", "best_of")
+    assert variant.generations == PRESETS["mini"].generations
+    with pytest.raises(CycleQDError, match="only search"):
+        search_config(PRESETS["mini"], {"basis.kind": "tsv"})

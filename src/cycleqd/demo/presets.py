@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cycleqd.configs import ROOT as CONFIGS
+from cycleqd.configs import overlay, read_yaml
 from cycleqd.errors import CycleQDError
 
 
@@ -62,21 +62,9 @@ class Preset:
     run: dict[str, Any] = field(default_factory=dict)
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def read_overrides(path: Path) -> dict[str, Any]:
-    """A YAML file of ``key.path: value`` overrides (what ``--set`` takes), in file order."""
-    data = _yaml(path)
-    bad = [k for k in data if not isinstance(k, str)]
-    if bad:
-        raise CycleQDError(f"{path}: keys must be config key paths, got {bad[0]!r}")
-    return data
-
-
 def load_preset(path: Path) -> Preset:
     """A preset from its YAML file: ``sizes`` (the :class:`Preset` fields) and ``run``."""
-    data = _yaml(path)
+    data = read_yaml(path)
     unknown = sorted(set(data) - {"sizes", "run"})
     if unknown:
         raise CycleQDError(f"{path}: unknown key {unknown[0]!r} (a preset has sizes and run)")
@@ -92,16 +80,6 @@ def load_preset(path: Path) -> Preset:
     return Preset(name=path.stem, run=run, **sizes)
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CycleQDError(f"{path}: cannot read it as YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CycleQDError(f"{path}: the top level must be a mapping")
-    return data
-
-
 PRESETS: dict[str, Preset] = {
     p.stem: load_preset(p) for p in sorted((CONFIGS / "demo").glob("*.yaml"))
 }
@@ -109,7 +87,7 @@ PRESETS: dict[str, Preset] = {
 # The search's operators as the paper has them: ``cycleqd demo --ablation`` searches with these,
 # then with each of a preset's departures from them alone. TSV bases are ablated even though no
 # preset uses them yet, so their measured effect is in the table beside the rest.
-PAPER_OPERATORS: dict[str, Any] = read_overrides(CONFIGS / "paper.yaml")
+PAPER_OPERATORS: dict[str, Any] = overlay("paper")
 
 
 def ablations(preset: Preset) -> list[tuple[str, dict[str, Any]]]:

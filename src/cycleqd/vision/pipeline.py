@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from cycleqd.config import SearchConfig, set_path
+from cycleqd.errors import CycleQDError
+from cycleqd.schema import format_validation_error
 from cycleqd.vision.model import SegmentationEngine, load_model
 from cycleqd.vision.presets import VARIANT, VARIANT_LABEL, VisionPreset
 from cycleqd.vision.scenes import EXPERT_TASKS, SceneSet, generate
@@ -134,10 +138,10 @@ class VisionDemo:
     ) -> tuple[Path, dict[str, Any]]:
         """CycleQD on the validation scenes; the run directory and its summary.
 
-        ``operators``: overrides of the search settings (the variant's), by key path under
-        the config's ``search`` section.
+        ``operators``: overrides of the search settings (the variant's), by run-config key path
+        (``search.crossover.kind``).
         """
-        from cycleqd.config import BCConfig, SearchConfig, set_path
+        from cycleqd.config import BCConfig
         from cycleqd.merging.basis import basis_key, build_basis
         from cycleqd.merging.materialise import Materialiser
         from cycleqd.merging.sources import DictSource
@@ -176,16 +180,13 @@ class VisionDemo:
                 self.say(f"  expert {event['expert']} scored")
 
         p = self.p
-        settings: dict[str, Any] = {"generations": p.generations, "plot_every": 0}
-        for path, value in (operators or {}).items():
-            set_path(settings, path, value)
         search = CycleQD(
             basis=basis,
             materialiser=materialiser,
             engine=engine,
             tasks=[SegmentationTask(t, val[t]) for t in self.tasks],
             task_experts=list(range(len(self.tasks))),
-            search=SearchConfig.model_validate(settings),
+            search=search_config(p, operators),
             seed=p.seed,
             bcs=[BCConfig(bins=p.bins) for _ in self.tasks],
             store=store,
@@ -272,6 +273,21 @@ class VisionDemo:
                 variant_summary=vsummary,
             )
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
+
+
+def search_config(preset: VisionPreset, operators: dict[str, Any] | None = None) -> SearchConfig:
+    """The paper's search settings with the preset's budget, then ``operators`` (run-config key
+    paths such as ``search.crossover.kind``; only the ``search`` section applies here)."""
+    settings: dict[str, Any] = {"generations": preset.generations, "plot_every": 0}
+    for path, value in (operators or {}).items():
+        section, _, key = path.partition(".")
+        if section != "search" or not key:
+            raise CycleQDError(f"vision search: {path}: only search.* settings apply here")
+        set_path(settings, key, value)
+    try:
+        return SearchConfig.model_validate(settings)
+    except ValidationError as err:
+        raise CycleQDError(f"vision search: {format_validation_error(err, 'search')}") from err
 
 
 def _merge(method: str, base: Path, experts: list[Path], out: Path) -> Path:

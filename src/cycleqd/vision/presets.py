@@ -8,17 +8,14 @@ weights, SVD mutation with w_max 0.1, softmax merge of the archives' best elites
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
+from cycleqd.configs import overlay
 from cycleqd.errors import CycleQDError
 
-#: The second search's operators (``preset.variant``), as overrides of the ``search`` section's
-#: key paths (``cycleqd run --set search.<path>=<value>``), and its row name.
-VARIANT: dict[str, object] = {
-    "crossover.kind": "per_expert",
-    "mutation.signed": True,
-    "final_merge": "ties",
-    "final_model": "best_of",
-}
+#: The second search's operators (``preset.variant``): ``cycleqd/configs/vision/variant.yaml``,
+#: run-config overrides of the ``search`` section; and its row name.
+VARIANT: dict[str, Any] = overlay("vision/variant")
 VARIANT_LABEL = "CycleQD (per-expert crossover, signed mutation, TIES final, best-of)"
 
 
