@@ -95,3 +95,21 @@ def test_a_config_of_the_earlier_layout_still_loads(tmp_path: Path) -> None:
     assert config.mutation.params.w_max == 0.2 and config.mutation.params.signed
     assert config.final_merge.kind == "ties" and config.final_merge.params.density == 0.7
     assert config.final_model == "best_of" and config.generations == 5
+
+
+def test_the_config_schema_lists_every_operator_and_its_parameters() -> None:
+    search = run_config_schema()["$defs"]["SearchConfig"]["properties"]
+    for section, registry in FAMILIES.items():
+        options = search[section]["anyOf"]
+        assert options[0] == {"enum": registry.names()}
+        kinds = {o["title"]: o["properties"] for o in options[1:]}
+        assert list(kinds) == registry.names()
+        for kind, props in kinds.items():
+            params = set(registry.get(kind).params.model_fields)
+            assert set(props) == {"kind", *params}, (section, kind)
+
+
+def run_config_schema() -> dict:
+    from cycleqd.config import RunConfig
+
+    return RunConfig.model_json_schema()

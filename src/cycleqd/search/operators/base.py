@@ -16,8 +16,15 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, BeforeValidator, PlainSerializer, ValidationError, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.genome import Combine, Genome
@@ -156,20 +163,43 @@ def _parse(registry: Registry[Operator[Any]], default: str, value: Any) -> Choic
     return Choice(kind, params)
 
 
+@dataclass(frozen=True)
+class _ChoiceSchema:
+    """The JSON schema of an operator field, made when the schema is asked for (so every
+    operator registered by then is in it): the kind's name alone, or one object per kind with
+    that operator's own parameters."""
+
+    registry: Registry[Operator[Any]]
+    default: str
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        kinds = []
+        for name in self.registry.names():
+            params = self.registry.get(name).params.model_json_schema()
+            kinds.append(
+                {
+                    "title": name,
+                    "type": "object",
+                    "properties": {"kind": {"const": name}, **params.get("properties", {})},
+                    "additionalProperties": False,
+                }
+            )
+        return {
+            "description": f"a {self.registry.what} (default {self.default!r}): its name, or "
+            "{kind: name, ...its parameters}",
+            "anyOf": [{"enum": self.registry.names()}, *kinds],
+        }
+
+
 def choice_type(registry: Registry[Operator[Any]], default: str) -> Any:
     """The annotated type of a config field that names one operator of ``registry``."""
     return Annotated[
         Choice,
         BeforeValidator(lambda value: _parse(registry, default, value)),
         PlainSerializer(lambda choice: choice.dump()),
-        WithJsonSchema(
-            {
-                "type": "object",
-                "description": f"a {registry.what}: kind (default {default!r}) and its "
-                "parameters, or the kind's name alone",
-                "properties": {"kind": {"type": "string"}},
-            }
-        ),
+        _ChoiceSchema(registry, default),
     ]
 
 
