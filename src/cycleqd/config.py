@@ -27,7 +27,8 @@ from cycleqd.search.operators import (
 
 
 class ExpertConfig(StrictModel):
-    """One fine-tuned expert: a Hugging Face model directory sharing the base's architecture."""
+    """One fine-tuned expert: a Hugging Face model directory sharing the base's architecture,
+    or a peft LoRA adapter directory of the base (``adapter_config.json``), used as it is."""
 
     name: str
     path: Path

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cycleqd.errors import CycleQDError
+from cycleqd.merging.adapters import LowRankSource, low_rank_svd
 from cycleqd.merging.sources import StateSource, check_compatible
 
 BASIS_FORMAT = 1
@@ -117,6 +118,25 @@ def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1)
 
 
+def _expert_svd(
+    expert: StateSource, name: str, theta0: torch.Tensor, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``U, S, Vh`` of one expert's task vector on tensor ``name`` (2-D view), and the dense task
+    vector when it was formed (None for an adapter: its SVD comes from its factors, exactly)."""
+    matrix = as_matrix(theta0)
+    if isinstance(expert, LowRankSource):
+        low = expert.factors(name)
+        if low is None:  # a module the adapter leaves alone: rank 0
+            m, n = matrix.shape
+            empty = torch.zeros(0, device=theta0.device)
+            return matrix.new_zeros(m, 0), empty, matrix.new_zeros(0, n), None
+        u, s, vh = low_rank_svd(low.left.to(device), low.right.to(device))
+        return u, s, vh, None
+    tau = as_matrix(expert.get(name).to(device=device, dtype=torch.float32)) - matrix
+    u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+    return u, s, vh, tau
+
+
 def build_basis(
     base: StateSource,
     experts: Mapping[str, StateSource],
@@ -127,7 +147,11 @@ def build_basis(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpertBasis:
-    """Compute every expert's task vector and its SVD, streaming one tensor at a time."""
+    """Compute every expert's task vector and its SVD, streaming one tensor at a time.
+
+    A LoRA adapter expert (:class:`~cycleqd.merging.adapters.LowRankSource`) gives its SVD from
+    its factors, exactly, and a zero task vector wherever it adapts nothing.
+    """
     check_compatible(base, experts)
     if kind not in ("svd", "tsv"):
         raise CycleQDError(f"basis.kind: unknown basis kind {kind!r} (known: svd, tsv)")
@@ -138,24 +162,29 @@ def build_basis(
     floating = [n for n in base.keys() if base.dtype(n).is_floating_point]  # noqa: SIM118
     for step, tensor_name in enumerate(sorted(floating)):
         theta0 = base.get(tensor_name).to(device=device, dtype=torch.float32)
-        taus = [
-            experts[e].get(tensor_name).to(device=device, dtype=torch.float32) - theta0
-            for e in names
-        ]
         shape = tuple(theta0.shape)
         if theta0.dim() >= 2:
             us, ss, vhs, offsets = [], [], [], [0]
-            for tau in taus:
-                u, s, vh = torch.linalg.svd(as_matrix(tau), full_matrices=False)
+            dense: list[torch.Tensor | None] = []
+            for e in names:
+                u, s, vh, tau = _expert_svd(experts[e], tensor_name, theta0, device)
                 r = keep_rank(s, energy=energy, rtol=rtol)
                 us.append(u[:, :r])
                 ss.append(s[:r])
                 vhs.append(vh[:r])
                 offsets.append(offsets[-1] + r)
+                dense.append(tau)
             u_cat, vh_cat = torch.cat(us, 1), torch.cat(vhs, 0)
             if kind == "tsv" and offsets[-1] > 0:
                 u_cat, vh_cat = polar_factor(u_cat), polar_factor(vh_cat.T).T
-                for e, tau in enumerate(taus):
+                for e, tau in enumerate(dense):
+                    if tau is None:  # an adapter's factors: formed only where TSV needs them
+                        low = experts[names[e]].factors(tensor_name)  # type: ignore[attr-defined]
+                        tau = (
+                            (low.left.to(device) @ low.right.to(device))
+                            if low is not None
+                            else torch.zeros_like(as_matrix(theta0))
+                        )
                     sl = slice(offsets[e], offsets[e + 1])
                     approx = (u_cat[:, sl] * ss[e]) @ vh_cat[sl]
                     err2[names[e]] += float((approx - as_matrix(tau)).square().sum())
@@ -168,6 +197,12 @@ def build_basis(
                 offsets=offsets,
             )
         else:
+            taus = [
+                torch.zeros_like(theta0)
+                if isinstance(experts[e], LowRankSource)  # adapters leave 1-D tensors alone
+                else experts[e].get(tensor_name).to(device=device, dtype=torch.float32) - theta0
+                for e in names
+            ]
             basis.vectors[tensor_name] = VectorBasis(
                 shape=shape, taus=torch.stack([t.reshape(-1) for t in taus]).cpu()
             )

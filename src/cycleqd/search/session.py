@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cycleqd.config import RunConfig
+from cycleqd.merging.adapters import open_expert
 from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
 from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
@@ -45,7 +46,7 @@ class Session:
             else []
         )
         self.base = SafetensorsSource(config.base_model)
-        self.experts = {e.name: SafetensorsSource(e.path) for e in config.experts}
+        self.experts = {e.name: open_expert(e.path, self.base) for e in config.experts}
         check_compatible(self.base, self.experts)
         emit = progress or (lambda event: None)
 

@@ -1,0 +1,215 @@
+"""peft LoRA adapters as experts: bases from their factors, exactly; what cannot be exact refused.
+
+The adapters are made by peft itself on tiny real models (Llama, and GPT-2 whose Conv1D layers
+store weights as (in, out)), with random A and B, and compared with peft's own merge.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from cycleqd.errors import CycleQDError
+from cycleqd.merging.adapters import LoraSource, is_adapter, low_rank_svd, open_expert
+from cycleqd.merging.basis import build_basis
+from cycleqd.merging.genome import expert_genome
+from cycleqd.merging.materialise import Materialiser
+from cycleqd.merging.sources import SafetensorsSource
+from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
+
+LLAMA_TARGETS = ["q_proj", "v_proj", "down_proj", "embed_tokens"]
+
+
+def save_base(root: Path, arch: str = "llama", **size: int) -> Path:
+    tok = build_char_tokenizer()
+    model = build_random_model(arch, tok, seed=0, **size)
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+def make_adapter(base: Path, out: Path, *, seed: int, **config: object) -> dict:
+    """A peft adapter with random A and B in ``out``; returns peft's merged state dict."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": LLAMA_TARGETS, **config}
+    peft_model = get_peft_model(model, LoraConfig(init_lora_weights=False, **settings))
+    peft_model.save_pretrained(out)
+    return {k: v.detach().clone() for k, v in peft_model.merge_and_unload().state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_base(tmp_path_factory.mktemp("llama") / "base")
+
+
+def assert_materialises_to(base_dir: Path, adapter: Path, merged: dict) -> None:
+    base = SafetensorsSource(base_dir)
+    source = open_expert(adapter, base)
+    assert isinstance(source, LoraSource) and is_adapter(adapter)
+    basis = build_basis(base, {"a": source})
+    resident = AutoModelForCausalLM.from_pretrained(base_dir)
+    weights = Materialiser(basis, base, resident, torch.device("cpu")).weights(
+        expert_genome(basis, 0)
+    )
+    for name, tensor in weights.items():
+        want = merged[name].float()
+        delta = (want - base.get(name).float()).norm()
+        err = float((tensor - want).norm() / max(float(delta), 1e-12))
+        assert err <= 1e-5 or float((tensor - want).abs().max()) <= 1e-6, (name, err)
+
+
+def test_an_adapter_genome_is_peft_merged_adapter(llama: Path, tmp_path: Path) -> None:
+    merged = make_adapter(llama, tmp_path / "a", seed=1)
+    assert_materialises_to(llama, tmp_path / "a", merged)
+    basis = build_basis(
+        SafetensorsSource(llama), {"a": LoraSource(tmp_path / "a", SafetensorsSource(llama))}
+    )
+    # the adapted modules at the adapter's rank, everything else (k_proj, norms) at zero
+    ranks = {n: m.rank for n, m in basis.matrices.items()}
+    assert ranks["model.layers.0.self_attn.q_proj.weight"] == 4
+    assert ranks["model.embed_tokens.weight"] == 4
+    assert ranks["model.layers.0.self_attn.k_proj.weight"] == 0
+    assert all(float(v.taus.abs().sum()) == 0.0 for v in basis.vectors.values())
+
+
+def test_rslora_rank_and_alpha_patterns(llama: Path, tmp_path: Path) -> None:
+    merged = make_adapter(
+        llama,
+        tmp_path / "a",
+        seed=2,
+        use_rslora=True,
+        rank_pattern={"v_proj": 2},
+        alpha_pattern={"down_proj": 3},
+    )
+    assert_materialises_to(llama, tmp_path / "a", merged)
+    basis = build_basis(
+        SafetensorsSource(llama), {"a": LoraSource(tmp_path / "a", SafetensorsSource(llama))}
+    )
+    assert basis.matrices["model.layers.1.self_attn.v_proj.weight"].rank == 2
+
+
+def test_gpt2_conv1d_adapter(tmp_path: Path) -> None:
+    base = save_base(tmp_path / "gpt2", "gpt2")
+    merged = make_adapter(
+        base, tmp_path / "a", seed=3, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True
+    )
+    assert_materialises_to(base, tmp_path / "a", merged)
+
+
+def test_low_rank_svd_is_the_svd_of_the_product() -> None:
+    gen = torch.Generator().manual_seed(0)
+    left, right = torch.randn(30, 5, generator=gen), torch.randn(5, 12, generator=gen)
+    u, s, vh = low_rank_svd(left, right)
+    torch.testing.assert_close((u * s) @ vh, left @ right, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s, torch.linalg.svdvals(left @ right)[:5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(u.T @ u, torch.eye(5), rtol=1e-5, atol=1e-5)
+
+
+def test_dora_bias_and_modules_to_save_are_refused_naming_the_key(
+    llama: Path, tmp_path: Path
+) -> None:
+    base = SafetensorsSource(llama)
+    make_adapter(llama, tmp_path / "dora", seed=4, use_dora=True)
+    with pytest.raises(CycleQDError, match=r"adapter_config\.json: use_dora: a DoRA adapter"):
+        LoraSource(tmp_path / "dora", base)
+    make_adapter(llama, tmp_path / "bias", seed=4, bias="lora_only")
+    with pytest.raises(CycleQDError, match=r"adapter_config\.json: bias"):
+        LoraSource(tmp_path / "bias", base)
+
+
+def test_an_adapter_of_another_base_is_refused(llama: Path, tmp_path: Path) -> None:
+    other = save_base(tmp_path / "other", hidden=32, intermediate=64)
+    make_adapter(other, tmp_path / "a", seed=5)
+    with pytest.raises(CycleQDError, match=r"adapter_model\.safetensors: .*another base"):
+        LoraSource(tmp_path / "a", SafetensorsSource(llama))
+    gpt2 = save_base(tmp_path / "gpt2", "gpt2")
+    make_adapter(gpt2, tmp_path / "g", seed=5, target_modules=["c_attn"], fan_in_fan_out=True)
+    with pytest.raises(CycleQDError, match=r"c_attn\.weight.*does not have"):
+        LoraSource(tmp_path / "g", SafetensorsSource(llama))
+
+
+def test_the_cli_refuses_a_dora_expert_with_exit_2_before_any_work(
+    llama: Path, tmp_path: Path
+) -> None:
+    make_adapter(llama, tmp_path / "dora", seed=6, use_dora=True)
+    make_adapter(llama, tmp_path / "plain", seed=7)
+    data = tmp_path / "t.jsonl"
+    data.write_text(json.dumps({"prompt": "copy ab=", "target": "ab"}) + "\n")
+    config = {
+        "base_model": str(llama),
+        "experts": [
+            {"name": "a", "path": str(tmp_path / "plain")},
+            {"name": "b", "path": str(tmp_path / "dora")},
+        ],
+        "tasks": [
+            {"name": "a", "type": "likelihood", "params": {"data": str(data)}},
+            {"name": "b", "type": "likelihood", "params": {"data": str(data)}},
+        ],
+        "search": {"generations": 1},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "cycleqd.cli", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "dora/adapter_config.json: use_dora" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_a_search_over_an_adapter_and_a_full_expert(llama: Path, tmp_path: Path) -> None:
+    """Mixed experts end to end: the adapter seeds the archives with exactly the score of peft's
+    merged model, and the search runs to a final model."""
+    from helpers import perturbed_copy
+
+    from cycleqd.config import load_config
+    from cycleqd.models.engine import HFEngine
+    from cycleqd.search.run import start_run
+    from cycleqd.tasks import build_task
+
+    merged = make_adapter(llama, tmp_path / "adapter", seed=8)
+    full = AutoModelForCausalLM.from_pretrained(llama)
+    full.load_state_dict(perturbed_copy(full, 9, rank=3, scale=0.05))
+    full.save_pretrained(tmp_path / "full")
+    reference = AutoModelForCausalLM.from_pretrained(llama)
+    reference.load_state_dict(merged)
+    reference.save_pretrained(tmp_path / "merged")
+    for d in ("full", "merged"):
+        build_char_tokenizer().save_pretrained(tmp_path / d)
+    data = {}
+    for name, skill in (("copy", "copy {w}="), ("rev", "rev {w}=")):
+        data[name] = tmp_path / f"{name}.jsonl"
+        rows = [{"prompt": skill.format(w=w), "target": w} for w in ("ab", "cde", "fg", "hij")]
+        data[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(
+        data={
+            "base_model": str(llama),
+            "experts": [
+                {"name": "copy", "path": str(tmp_path / "adapter")},
+                {"name": "rev", "path": str(tmp_path / "full")},
+            ],
+            "tasks": [
+                {"name": t, "type": "likelihood", "params": {"data": str(p)}, "bc": {"bins": 4}}
+                for t, p in data.items()
+            ],
+            "search": {"generations": 4, "plot_every": 0},
+            "basis": {"cache_dir": str(tmp_path / "cache")},
+        }
+    )
+    summary = start_run(config, tmp_path / "run")
+    assert summary["generations_done"] == 4 and summary["final"]["scores"]
+    engine = HFEngine(tmp_path / "merged")
+    want = build_task("copy", "likelihood", {"data": str(data["copy"])}, "t").evaluate(engine)
+    assert summary["expert_scores"]["copy"]["copy"] == pytest.approx(want.quality, rel=1e-5)
