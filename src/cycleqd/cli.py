@@ -225,12 +225,31 @@ def export(
     out: Annotated[Path, typer.Option(help="Output Hugging Face model directory.")],
     best_of: Annotated[str | None, typer.Option(help="Export the best elite of this task.")] = None,
     final: Annotated[bool, typer.Option("--final", help="Export the final merged model.")] = False,
+    individual: Annotated[
+        str | None, typer.Option(help="Export this stored individual (e.g. g000012).")
+    ] = None,
+    adapter: Annotated[
+        bool,
+        typer.Option(
+            "--adapter",
+            help="Write a peft LoRA adapter of the base instead of a full model (refused, with "
+            "the reason, when the individual is not low rank).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite the output directory.")] = False,
 ) -> None:
-    """Export the final model or an elite as a Hugging Face model directory."""
+    """Export the final model, an elite or an individual: a full model or a LoRA adapter."""
     from cycleqd.search.run import export_run
 
-    path = export_run(run_dir, out, best_of=best_of, final=final, force=force)
+    path = export_run(
+        run_dir,
+        out,
+        best_of=best_of,
+        final=final,
+        individual=individual,
+        adapter=adapter,
+        force=force,
+    )
     console.print(f"exported to {path}")
 
 

@@ -174,9 +174,7 @@ def test_a_search_over_an_adapter_and_a_full_expert(llama: Path, tmp_path: Path)
     merged model, and the search runs to a final model."""
     from helpers import perturbed_copy
 
-    from cycleqd.config import load_config
     from cycleqd.models.engine import HFEngine
-    from cycleqd.search.run import start_run
     from cycleqd.tasks import build_task
 
     merged = make_adapter(llama, tmp_path / "adapter", seed=8)
@@ -188,28 +186,90 @@ def test_a_search_over_an_adapter_and_a_full_expert(llama: Path, tmp_path: Path)
     reference.save_pretrained(tmp_path / "merged")
     for d in ("full", "merged"):
         build_char_tokenizer().save_pretrained(tmp_path / d)
+    run = _run(tmp_path, llama, {"copy": tmp_path / "adapter", "rev": tmp_path / "full"}, 4)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["generations_done"] == 4 and summary["final"]["scores"]
+    engine = HFEngine(tmp_path / "merged")
+    data = {"data": str(tmp_path / "copy.jsonl")}
+    want = build_task("copy", "likelihood", data, "t").evaluate(engine)
+    assert summary["expert_scores"]["copy"]["copy"] == pytest.approx(want.quality, rel=1e-5)
+
+
+def _two_skill_data(root: Path) -> dict[str, Path]:
     data = {}
     for name, skill in (("copy", "copy {w}="), ("rev", "rev {w}=")):
-        data[name] = tmp_path / f"{name}.jsonl"
+        data[name] = root / f"{name}.jsonl"
         rows = [{"prompt": skill.format(w=w), "target": w} for w in ("ab", "cde", "fg", "hij")]
         data[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def _run(root: Path, base: Path, experts: dict[str, Path], generations: int = 3) -> Path:
+    from cycleqd.config import load_config
+    from cycleqd.search.run import start_run
+
+    data = _two_skill_data(root)
     config = load_config(
         data={
-            "base_model": str(llama),
-            "experts": [
-                {"name": "copy", "path": str(tmp_path / "adapter")},
-                {"name": "rev", "path": str(tmp_path / "full")},
-            ],
+            "base_model": str(base),
+            "experts": [{"name": k, "path": str(v)} for k, v in experts.items()],
             "tasks": [
                 {"name": t, "type": "likelihood", "params": {"data": str(p)}, "bc": {"bins": 4}}
                 for t, p in data.items()
             ],
-            "search": {"generations": 4, "plot_every": 0},
-            "basis": {"cache_dir": str(tmp_path / "cache")},
+            "search": {"generations": generations, "plot_every": 0},
+            "basis": {"cache_dir": str(root / "cache")},
         }
     )
-    summary = start_run(config, tmp_path / "run")
-    assert summary["generations_done"] == 4 and summary["final"]["scores"]
-    engine = HFEngine(tmp_path / "merged")
-    want = build_task("copy", "likelihood", {"data": str(data["copy"])}, "t").evaluate(engine)
-    assert summary["expert_scores"]["copy"]["copy"] == pytest.approx(want.quality, rel=1e-5)
+    start_run(config, root / "run")
+    return root / "run"
+
+
+def test_export_as_adapter_gives_the_full_exports_logits(llama: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    from cycleqd.search.run import export_run
+
+    make_adapter(llama, tmp_path / "a", seed=10)
+    make_adapter(llama, tmp_path / "b", seed=11, target_modules=["k_proj", "up_proj"])
+    run = _run(tmp_path, llama, {"copy": tmp_path / "a", "rev": tmp_path / "b"})
+    export_run(run, tmp_path / "full", final=True)
+    adapter = export_run(run, tmp_path / "adapter", final=True, adapter=True)
+    assert (adapter / "adapter_config.json").is_file()
+    ids = torch.tensor([[1, 5, 9, 12, 3, 7]])
+    full = AutoModelForCausalLM.from_pretrained(tmp_path / "full").eval()
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama), adapter)
+    with torch.no_grad():
+        want = full(input_ids=ids).logits
+        got = peft_model.eval()(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # the exported adapter reads back as an expert, rank per module as the genome's
+    back = LoraSource(adapter, SafetensorsSource(llama))
+    assert back.factors("model.layers.0.self_attn.k_proj.weight") is not None
+    # an individual by id works the same way (the first expert's genome is that adapter)
+    again = export_run(run, tmp_path / "expert", individual="expert-copy", adapter=True)
+    assert_materialises_to(llama, again, make_adapter(llama, tmp_path / "ref", seed=10))
+
+
+def test_export_as_adapter_refuses_a_genome_that_is_not_low_rank(
+    llama: Path, tmp_path: Path
+) -> None:
+    from helpers import perturbed_copy
+
+    make_adapter(llama, tmp_path / "a", seed=12)
+    full = AutoModelForCausalLM.from_pretrained(llama)
+    full.load_state_dict(perturbed_copy(full, 13, rank=3, scale=0.05))  # norms change too
+    full.save_pretrained(tmp_path / "full")
+    build_char_tokenizer().save_pretrained(tmp_path / "full")
+    run = _run(tmp_path, llama, {"copy": tmp_path / "a", "rev": tmp_path / "full"}, 1)
+    out = tmp_path / "adapter"
+    res = subprocess.run(
+        [sys.executable, "-m", "cycleqd.cli", "export", str(run), "--individual", "expert-rev",
+         "--adapter", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "cannot export as a LoRA adapter: 1-D tensor" in res.stderr
+    assert "export the full model instead" in res.stderr and not out.exists()

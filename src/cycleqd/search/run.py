@@ -15,6 +15,7 @@ from typing import Any, Literal
 from cycleqd.config import RunConfig, SearchConfig, dump_config, load_config
 from cycleqd.errors import CycleQDError
 from cycleqd.keys import hash_model, hash_source, hash_task_files
+from cycleqd.merging.adapter_export import write_adapter
 from cycleqd.report.run import plot_run
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.executors import Executor, SerialExecutor
@@ -453,25 +454,40 @@ def export_run(
     *,
     best_of: str | None = None,
     final: bool = False,
+    individual: str | None = None,
+    adapter: bool = False,
     force: bool = False,
 ) -> Path:
-    """Export the final model or the best elite of one task's archive as an HF directory."""
-    if (best_of is None) == (not final):
-        raise CycleQDError("export needs exactly one of --best-of TASK or --final")
+    """Export the final model, the best elite of one task's archive or any stored individual,
+    as a Hugging Face model directory or (``adapter``) as a peft LoRA adapter of the base."""
+    if sum((best_of is not None, final, individual is not None)) != 1:
+        raise CycleQDError("export needs exactly one of --best-of TASK, --final, --individual ID")
     store, config = open_run(run_dir)
     state, archives = _archives(store)
     if final:
         if not state.get("final"):
             raise CycleQDError(f"{run_dir}: the run has no final model yet; resume it first")
-        individual = "final"
+        chosen = "final"
+    elif individual is not None:
+        stored = sorted(p.stem for p in (store.root / "individuals").glob("*.safetensors"))
+        if individual not in stored:
+            raise CycleQDError(
+                f"{run_dir}: no stored individual {individual!r} (stored: {', '.join(stored)})"
+            )
+        chosen = individual
     else:
         names = [a.task for a in archives]
         if best_of not in names:
             raise CycleQDError(f"no task named {best_of!r} in this run (tasks: {', '.join(names)})")
-        individual = archives[names.index(best_of)].best().id
+        chosen = archives[names.index(best_of)].best().id
     if out.exists() and any(out.iterdir()) and not force:
         raise CycleQDError(f"{out} already exists; use --force to overwrite it")
-    genome = store.load_individual(individual)
+    genome = store.load_individual(chosen)
+    if adapter:
+        session = Session(config, engine=False)
+        return write_adapter(
+            session.basis, genome, config.base_model, out, combine=config.basis.combine
+        )
     session = Session(config)
     session.export_genome(genome, out)
     return out
