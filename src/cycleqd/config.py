@@ -143,6 +143,13 @@ class BasisConfig(StrictModel):
         description="Singular values below rtol * s_max are dropped: the float32 rounding noise of "
         "theta_expert - theta_base, which would otherwise make a LoRA expert look full rank.",
     )
+    max_rank: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many directions per expert and tensor (full fine-tunes of "
+        "large models); far below a tensor's size, a randomized SVD finds them. The loss is "
+        "recorded as the expert's relative error (state.json basis_fidelity).",
+    )
     kind: Literal["svd", "tsv"] = Field(
         default="svd",
         description="svd: each expert's own singular vectors (an expert's genome is exact). "

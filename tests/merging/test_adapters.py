@@ -189,6 +189,10 @@ def test_a_search_over_an_adapter_and_a_full_expert(llama: Path, tmp_path: Path)
     run = _run(tmp_path, llama, {"copy": tmp_path / "adapter", "rev": tmp_path / "full"}, 4)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["generations_done"] == 4 and summary["final"]["scores"]
+    # state.json records each expert's kept rank per tensor group: the adapter's own rank
+    ranks = json.loads((run / "state.json").read_text())["basis_ranks"]
+    assert ranks["copy"]["model.layers.*.self_attn.q_proj.weight"] == 4
+    assert ranks["copy"]["model.layers.*.self_attn.k_proj.weight"] == 0
     engine = HFEngine(tmp_path / "merged")
     data = {"data": str(tmp_path / "copy.jsonl")}
     want = build_task("copy", "likelihood", data, "t").evaluate(engine)
@@ -273,3 +277,54 @@ def test_export_as_adapter_refuses_a_genome_that_is_not_low_rank(
     assert res.returncode == 2, res.stderr
     assert "cannot export as a LoRA adapter: 1-D tensor" in res.stderr
     assert "export the full model instead" in res.stderr and not out.exists()
+
+
+def test_a_lora_merged_into_a_bf16_checkpoint_comes_out_at_the_loras_rank(
+    tmp_path: Path,
+) -> None:
+    """bf16 rounding puts noise in every direction of the task vector, above rtol * s_max; the
+    dtype's rounding floor (measured, see rounding_floor) removes exactly that."""
+    tok = build_char_tokenizer()
+    base = build_random_model("llama", tok, seed=0, hidden=128, intermediate=256).to(torch.bfloat16)
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    make_adapter(tmp_path / "base", tmp_path / "a", seed=14, target_modules=["q_proj", "up_proj"])
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.bfloat16)
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(model, tmp_path / "a").merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    src = SafetensorsSource(tmp_path / "merged")
+    assert src.dtype("model.layers.0.self_attn.q_proj.weight") == torch.bfloat16
+    basis = build_basis(SafetensorsSource(tmp_path / "base"), {"m": src})
+    ranks = basis.ranks["m"]
+    assert ranks["model.layers.*.self_attn.q_proj.weight"] == 4
+    assert ranks["model.layers.*.mlp.up_proj.weight"] == 4
+    assert ranks["model.layers.*.self_attn.k_proj.weight"] == 0  # untouched: no SVD, rank 0
+    assert basis.fidelity["m"] < 0.05  # what is left out is the rounding noise alone
+    # without the floor, rtol alone keeps the noise: the expert looks (nearly) full rank
+    from cycleqd.merging.basis import as_matrix, keep_rank
+
+    name = "model.layers.0.self_attn.q_proj.weight"
+    tau = as_matrix(src.get(name).float() - SafetensorsSource(tmp_path / "base").get(name).float())
+    assert keep_rank(torch.linalg.svdvals(tau), energy=1.0, rtol=1e-4) > 64
+
+
+def test_max_rank_takes_the_leading_directions_and_reports_the_loss() -> None:
+    from cycleqd.merging.sources import DictSource
+
+    gen = torch.Generator().manual_seed(3)
+    base = {"w": torch.randn(160, 128, generator=gen)}
+    # a task vector with a strong rank-6 part over a weak full-rank rest
+    strong = torch.randn(160, 6, generator=gen) @ torch.randn(6, 128, generator=gen)
+    tau = strong + 0.01 * torch.randn(160, 128, generator=gen)
+    basis = build_basis(DictSource(base), {"e": DictSource({"w": base["w"] + tau})}, max_rank=6)
+    m = basis.matrices["w"]
+    assert m.rank == 6 and basis.ranks["e"] == {"w": 6}
+    exact = torch.linalg.svd(tau, full_matrices=False)
+    # the randomized SVD finds the leading subspace and values of the full one
+    torch.testing.assert_close(m.S, exact.S[:6], rtol=1e-3, atol=1e-3)
+    overlap = torch.linalg.svdvals(m.U.T @ exact.U[:, :6])
+    assert float(overlap.min()) > 0.999
+    want = float(exact.S[6:].square().sum().sqrt() / tau.norm())
+    assert basis.fidelity["e"] == pytest.approx(want, rel=0.05) and basis.fidelity["e"] > 0

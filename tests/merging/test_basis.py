@@ -166,7 +166,8 @@ def test_tsv_basis_is_orthonormal_and_reports_its_fidelity(tmp_path) -> None:
         rel = float((approx - tau).norm() / tau.norm())
         assert tsv.fidelity[name] == pytest.approx(rel, rel=1e-4)
         assert 1e-3 < rel < 1.0  # the shared direction moved; the expert is approximated
-    assert svd.fidelity == {"x0": 0.0, "x1": 0.0}
+    # plain SVD bases lose only the float32 rounding that rtol drops
+    assert set(svd.fidelity) == {"x0", "x1"} and max(svd.fidelity.values()) < 1e-5
     # the kind is part of the cache key and survives the round trip
     a = load_or_build_basis(*sources(base, experts), cache_dir=tmp_path, kind="tsv")
     b = load_or_build_basis(*sources(base, experts), cache_dir=tmp_path, kind="tsv")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,11 @@ class ExpertBasis:
     vectors: dict[str, VectorBasis] = field(default_factory=dict)
     fingerprint: str = ""
     kind: str = "svd"
-    # per expert, ||tau_e(genome) - tau_e|| / ||tau_e|| over the 2-D tensors (0 for ``svd``)
+    # per expert, ||tau_e(genome) - tau_e|| / ||tau_e|| over the 2-D tensors: what truncation
+    # (noise floors, energy, max_rank) or decorrelation (``tsv``) leaves out
     fidelity: dict[str, float] = field(default_factory=dict)
+    # per expert, the median kept rank of each tensor group (see tensor_group)
+    ranks: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -88,23 +92,61 @@ class ExpertBasis:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def keep_rank(s: torch.Tensor, *, energy: float, rtol: float) -> int:
+def keep_rank(
+    s: torch.Tensor,
+    *,
+    energy: float,
+    rtol: float,
+    floor: float = 0.0,
+    max_rank: int | None = None,
+) -> int:
     """How many singular values to keep.
 
     Values below ``rtol * s_max`` are numerical noise: ``theta_expert - theta_base`` in float32
     carries rounding noise in every direction, so a merged LoRA expert's rank-16 task vector only
-    shows its 16 values once that floor is cut (1e-6 measured full rank, 1e-4 rank 16).
-    ``energy < 1`` additionally keeps the smallest prefix whose squared singular values reach
-    that fraction of the total (the lever that trades fidelity for speed).
+    shows its 16 values once that floor is cut (1e-6 measured full rank, 1e-4 rank 16). Values
+    below ``floor`` are the rounding noise of a half-precision checkpoint
+    (:func:`rounding_floor`). ``energy < 1`` additionally keeps the smallest prefix whose squared
+    singular values reach that fraction of the total (the lever that trades fidelity for
+    speed); ``max_rank`` caps the rank.
     """
     if s.numel() == 0 or float(s[0]) <= 0.0:
         return 0
-    rank = int((s > rtol * s[0]).sum())
+    rank = int((s > max(rtol * float(s[0]), floor)).sum())
     if energy < 1.0:
         power = s[:rank].double().square()
         cumulative = torch.cumsum(power, 0) / power.sum()
         rank = min(rank, int(torch.searchsorted(cumulative, torch.tensor(energy).double())) + 1)
-    return rank
+    return rank if max_rank is None else min(rank, max_rank)
+
+
+# Explicit mantissa bits of the half-precision checkpoint dtypes.
+_MANTISSA = {torch.bfloat16: 7, torch.float16: 10}
+# Margin over the predicted largest noise singular value: measured on bf16 and fp16 LoRA-merged
+# matrices from 64x64 to 4096x1024, the prediction was 0.96-1.07 of the measured value.
+FLOOR_MARGIN = 1.5
+
+
+def rounding_floor(expert: torch.Tensor) -> float:
+    """The largest singular value the rounding of a half-precision checkpoint adds, with margin.
+
+    Storing ``theta_base + tau`` in bfloat16 (float16) rounds every weight by up to half an ulp,
+    uniformly: noise of RMS ``ulp / sqrt(12)`` in every entry, whose largest singular value is
+    about ``RMS * (sqrt(m) + sqrt(n))`` (the Marchenko-Pastur edge). Measured, not guessed: on
+    LoRA-merged bf16 and fp16 matrices (64x64 to 4096x1024) this predicted the noise's largest
+    singular value to within 7% (0.6% from 512 up), while the LoRA's own values stood 30x to
+    1000x above it; ``rtol * s_max`` sat below the noise, so every such expert looked full rank.
+    Zero for float32 checkpoints (their rounding is what ``rtol`` covers).
+    """
+    bits = _MANTISSA.get(expert.dtype)
+    if bits is None:
+        return 0.0
+    matrix = as_matrix(expert).float()
+    magnitude = matrix.abs().clamp_min(torch.finfo(expert.dtype).tiny)
+    ulp = torch.exp2(torch.floor(torch.log2(magnitude)) - bits)
+    rms = float(ulp.square().mean().sqrt()) / 12**0.5
+    m, n = matrix.shape
+    return FLOOR_MARGIN * rms * (m**0.5 + n**0.5)
 
 
 def polar_factor(a: torch.Tensor) -> torch.Tensor:
@@ -118,23 +160,64 @@ def as_matrix(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1)
 
 
+@dataclass
+class _ExpertSVD:
+    """One expert's SVD of one tensor: its factors, the dense task vector when one was formed
+    (None for an adapter), the half-precision noise floor and the task vector's squared norm."""
+
+    u: torch.Tensor
+    s: torch.Tensor
+    vh: torch.Tensor
+    tau: torch.Tensor | None
+    floor: float
+    norm2: float
+    complete: bool = True  # every singular value is here (not a randomized leading few)
+
+    def discarded(self, rank: int) -> float:
+        """The squared Frobenius norm of what keeping ``rank`` directions leaves out (from the
+        dropped values themselves where all are known: a difference of sums would lose it to
+        cancellation)."""
+        if self.complete:
+            return float(self.s[rank:].double().square().sum())
+        return max(0.0, self.norm2 - float(self.s[:rank].double().square().sum()))
+
+
 def _expert_svd(
-    expert: StateSource, name: str, theta0: torch.Tensor, device: str | torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``U, S, Vh`` of one expert's task vector on tensor ``name`` (2-D view), and the dense task
-    vector when it was formed (None for an adapter: its SVD comes from its factors, exactly)."""
+    expert: StateSource,
+    name: str,
+    theta0: torch.Tensor,
+    device: str | torch.device,
+    max_rank: int | None,
+) -> _ExpertSVD:
+    """The SVD of one expert's task vector on tensor ``name`` (2-D view).
+
+    An adapter's comes from its factors, exactly. A full expert's task vector is formed once: a
+    zero one costs no SVD; with a ``max_rank`` far below the tensor's size a randomized SVD
+    (``torch.svd_lowrank``) finds the leading directions; otherwise a full thin SVD.
+    """
     matrix = as_matrix(theta0)
+    m, n = matrix.shape
+    empty = _ExpertSVD(
+        matrix.new_zeros(m, 0), matrix.new_zeros(0), matrix.new_zeros(0, n), None, 0.0, 0.0
+    )
     if isinstance(expert, LowRankSource):
         low = expert.factors(name)
         if low is None:  # a module the adapter leaves alone: rank 0
-            m, n = matrix.shape
-            empty = torch.zeros(0, device=theta0.device)
-            return matrix.new_zeros(m, 0), empty, matrix.new_zeros(0, n), None
+            return empty
         u, s, vh = low_rank_svd(low.left.to(device), low.right.to(device))
-        return u, s, vh, None
-    tau = as_matrix(expert.get(name).to(device=device, dtype=torch.float32)) - matrix
+        return _ExpertSVD(u, s, vh, None, 0.0, float(s.double().square().sum()))
+    raw = expert.get(name)
+    tau = as_matrix(raw.to(device=device, dtype=torch.float32)) - matrix
+    if not bool(tau.any()):
+        empty.tau = tau
+        return empty
+    floor = rounding_floor(raw.to(device))
+    norm2 = float(tau.double().square().sum())
+    if max_rank is not None and max_rank < min(m, n) // 4:
+        u, s, v = torch.svd_lowrank(tau, q=min(max_rank + 8, min(m, n)), niter=4)
+        return _ExpertSVD(u, s, v.T, tau, floor, norm2, complete=False)
     u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-    return u, s, vh, tau
+    return _ExpertSVD(u, s, vh, tau, floor, norm2)
 
 
 def build_basis(
@@ -144,10 +227,16 @@ def build_basis(
     energy: float = 1.0,
     rtol: float = 1e-4,
     kind: str = "svd",
+    max_rank: int | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpertBasis:
     """Compute every expert's task vector and its SVD, streaming one tensor at a time.
+
+    Kept per expert and tensor: the singular values above the noise (``rtol * s_max``, and the
+    rounding floor of half-precision checkpoints), the ``energy`` prefix, at most ``max_rank``.
+    ``fidelity`` records what that truncation loses (relative Frobenius error over the 2-D task
+    vectors) and ``ranks`` the median kept rank per tensor group (``self_attn.q_proj.weight``).
 
     A LoRA adapter expert (:class:`~cycleqd.merging.adapters.LowRankSource`) gives its SVD from
     its factors, exactly, and a zero task vector wherever it adapts nothing.
@@ -159,6 +248,7 @@ def build_basis(
     basis = ExpertBasis(experts=names, kind=kind)
     err2 = dict.fromkeys(names, 0.0)
     norm2 = dict.fromkeys(names, 0.0)
+    kept: dict[str, dict[str, list[int]]] = {e: {} for e in names}
     floating = [n for n in base.keys() if base.dtype(n).is_floating_point]  # noqa: SIM118
     for step, tensor_name in enumerate(sorted(floating)):
         theta0 = base.get(tensor_name).to(device=device, dtype=torch.float32)
@@ -167,13 +257,19 @@ def build_basis(
             us, ss, vhs, offsets = [], [], [], [0]
             dense: list[torch.Tensor | None] = []
             for e in names:
-                u, s, vh, tau = _expert_svd(experts[e], tensor_name, theta0, device)
-                r = keep_rank(s, energy=energy, rtol=rtol)
-                us.append(u[:, :r])
-                ss.append(s[:r])
-                vhs.append(vh[:r])
+                found = _expert_svd(experts[e], tensor_name, theta0, device, max_rank)
+                r = keep_rank(
+                    found.s, energy=energy, rtol=rtol, floor=found.floor, max_rank=max_rank
+                )
+                us.append(found.u[:, :r])
+                ss.append(found.s[:r])
+                vhs.append(found.vh[:r])
                 offsets.append(offsets[-1] + r)
-                dense.append(tau)
+                dense.append(found.tau)
+                kept[e].setdefault(tensor_group(tensor_name), []).append(r)
+                if kind != "tsv":  # what the truncation leaves out of the expert's task vector
+                    err2[e] += found.discarded(r)
+                    norm2[e] += found.norm2
             u_cat, vh_cat = torch.cat(us, 1), torch.cat(vhs, 0)
             if kind == "tsv" and offsets[-1] > 0:
                 u_cat, vh_cat = polar_factor(u_cat), polar_factor(vh_cat.T).T
@@ -209,7 +305,17 @@ def build_basis(
         if progress is not None:
             progress(step + 1, len(floating), tensor_name)
     basis.fidelity = {n: (err2[n] / norm2[n]) ** 0.5 if norm2[n] > 0 else 0.0 for n in names}
+    basis.ranks = {
+        e: {g: int(torch.tensor(r).median()) for g, r in sorted(groups.items())}
+        for e, groups in kept.items()
+    }
     return basis
+
+
+def tensor_group(name: str) -> str:
+    """A tensor's name without its layer index (``model.layers.3.mlp.up_proj.weight`` ->
+    ``model.layers.*.mlp.up_proj.weight``): ranks are reported per group of like tensors."""
+    return re.sub(r"\.\d+\.", ".*.", name)
 
 
 def basis_key(
@@ -219,11 +325,13 @@ def basis_key(
     energy: float,
     rtol: float,
     kind: str = "svd",
+    max_rank: int | None = None,
 ) -> str:
     """Cache key: content of every checkpoint, expert order, truncation settings and kind."""
     digest = hashlib.sha256()
     digest.update(f"v{BASIS_FORMAT}|{energy!r}|{rtol!r}|{base.fingerprint()}".encode())
-    if kind != "svd":  # plain SVD bases keep the keys they always had
+    digest.update(f"|floor={FLOOR_MARGIN}|max_rank={max_rank}".encode())
+    if kind != "svd":
         digest.update(f"|kind={kind}".encode())
     for name, source in experts.items():
         digest.update(f"|{name}={source.fingerprint()}".encode())
@@ -238,6 +346,7 @@ def save_basis(basis: ExpertBasis, path: Path) -> None:
         "experts": basis.experts,
         "kind": basis.kind,
         "fidelity": basis.fidelity,
+        "ranks": basis.ranks,
         "matrices": {},
     }
     for name, m in basis.matrices.items():
@@ -273,6 +382,7 @@ def load_basis(path: Path, fingerprint: str = "") -> ExpertBasis:
         fingerprint=fingerprint,
         kind=meta.get("kind", "svd"),
         fidelity=dict(meta.get("fidelity") or {}),
+        ranks={e: dict(g) for e, g in (meta.get("ranks") or {}).items()},
     )
     for name, info in meta["matrices"].items():
         basis.matrices[name] = MatrixBasis(
@@ -302,18 +412,26 @@ def load_or_build_basis(
     energy: float = 1.0,
     rtol: float = 1e-4,
     kind: str = "svd",
+    max_rank: int | None = None,
     cache_dir: Path | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpertBasis:
     """The cached basis for these checkpoints, computing and storing it on a miss."""
     check_compatible(base, experts)
-    key = basis_key(base, experts, energy=energy, rtol=rtol, kind=kind)
+    key = basis_key(base, experts, energy=energy, rtol=rtol, kind=kind, max_rank=max_rank)
     path = (cache_dir or default_cache_dir()) / "bases" / f"{key}.safetensors"
     if path.is_file():
         return load_basis(path, fingerprint=key)
     basis = build_basis(
-        base, experts, energy=energy, rtol=rtol, kind=kind, device=device, progress=progress
+        base,
+        experts,
+        energy=energy,
+        rtol=rtol,
+        kind=kind,
+        max_rank=max_rank,
+        device=device,
+        progress=progress,
     )
     basis.fingerprint = key
     save_basis(basis, path)

@@ -235,6 +235,7 @@ class CycleQD:
             "expert_scores": expert_scores,
             "basis_kind": self.basis.kind,
             "basis_fidelity": self.basis.fidelity,
+            "basis_ranks": self.basis.ranks,
             "bc_ranges": ranges,
             "base_scores": base_scores,
             "constraint_floors": floors,

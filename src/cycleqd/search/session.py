@@ -58,6 +58,7 @@ class Session:
             self.experts,
             energy=config.basis.energy,
             rtol=config.basis.rtol,
+            max_rank=config.basis.max_rank,
             kind=config.basis.kind,
             cache_dir=config.basis.cache_dir,
             device=config.basis.device,
