@@ -63,7 +63,9 @@ class Materialiser:
                     f"checkpoint has {list(base.shape(name))}"
                 )
             self._targets[name] = target
-            self._base[name] = base.get(name).to(device=device, dtype=torch.float32)
+            # kept in the checkpoint's dtype (a bf16 model's base costs its own size, not twice
+            # that); each tensor is widened to float32 only while its weights are computed
+            self._base[name] = base.get(name).to(device=device)
         for m in basis.matrices.values():
             m.U, m.S, m.Vh = (t.to(device) for t in (m.U, m.S, m.Vh))
         for v in basis.vectors.values():
@@ -90,7 +92,7 @@ class Materialiser:
                 and target.dtype == torch.float32
                 and target.is_contiguous()
             ):
-                theta = self._base[name] + self.task_vector(genome, name)
+                theta = self._base[name].float() + self.task_vector(genome, name)
                 target.data.copy_(theta)
                 continue
             self._load_matrix(name, genome.coeffs[name])
@@ -108,7 +110,7 @@ class Materialiser:
         c = coeffs.to(m.U.device, m.U.dtype)
         rows = m.shape[0]
         out = self._targets[name].data.view(rows, -1)
-        base = self._base[name].view(rows, -1)
+        base = self._base[name].float().view(rows, -1)
         spans: list[list[int]] = []
         for e in range(len(m.offsets) - 1):
             lo, hi = m.offsets[e], m.offsets[e + 1]
@@ -136,6 +138,6 @@ class Materialiser:
     def weights(self, genome: Genome) -> dict[str, torch.Tensor]:
         """Full float32 weights on the CPU (for export and tests), without touching the model."""
         return {
-            name: (self._base[name] + self.task_vector(genome, name)).cpu()
+            name: (self._base[name].float() + self.task_vector(genome, name)).cpu()
             for name in self.basis.names
         }
