@@ -13,7 +13,7 @@ from torch import nn
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.genome import Combine, Genome, task_vector
-from cycleqd.merging.sources import StateSource
+from cycleqd.merging.sources import SafetensorsSource, StateSource
 
 
 def resolve_tensor(module: nn.Module, name: str) -> torch.Tensor:
@@ -45,9 +45,17 @@ class Materialiser:
         *,
         combine: Combine = "sum",
         density: float = 0.5,
+        keep_base: bool | None = None,
     ) -> None:
         """``combine``/``density``: how a genome's per-expert parts form its task vector
-        (``basis.combine``; see :func:`~cycleqd.merging.genome.task_vector`)."""
+        (``basis.combine``; see :func:`~cycleqd.merging.genome.task_vector`).
+
+        ``keep_base``: hold the base's tensors in memory (in the checkpoint's dtype). Default:
+        on an accelerator, and for sources that cannot be read tensor by tensor. On the CPU a
+        safetensors base is instead read one tensor at a time whenever it is needed, from the
+        page cache, so the process holds the resident model once, not twice (measured with
+        ``benchmarks/scale_memory.py``).
+        """
         self.basis = basis
         self.combine: Combine = combine
         self.density = density
@@ -55,6 +63,11 @@ class Materialiser:
         self.device = device
         self._targets: dict[str, torch.Tensor] = {}
         self._base: dict[str, torch.Tensor] = {}
+        self._source = base
+        self._at_base: set[str] = set()  # targets known to hold the base's values
+        if keep_base is None:
+            keep_base = device.type != "cpu" or not isinstance(base, SafetensorsSource)
+        self.keep_base = keep_base
         for name in basis.names:
             target = resolve_tensor(module, name)
             if tuple(target.shape) != tuple(base.shape(name)):
@@ -65,11 +78,18 @@ class Materialiser:
             self._targets[name] = target
             # kept in the checkpoint's dtype (a bf16 model's base costs its own size, not twice
             # that); each tensor is widened to float32 only while its weights are computed
-            self._base[name] = base.get(name).to(device=device)
+            if keep_base:
+                self._base[name] = base.get(name).to(device=device)
         for m in basis.matrices.values():
             m.U, m.S, m.Vh = (t.to(device) for t in (m.U, m.S, m.Vh))
         for v in basis.vectors.values():
             v.taus = v.taus.to(device)
+
+    def base_tensor(self, name: str) -> torch.Tensor:
+        """The base's tensor ``name`` in float32 on the device (read now unless kept)."""
+        if self.keep_base:
+            return self._base[name].float()
+        return self._source.read(name).to(self.device).float()  # type: ignore[attr-defined]
 
     @property
     def targets(self) -> dict[str, torch.Tensor]:
@@ -80,11 +100,31 @@ class Materialiser:
         """``genome``'s task vector of tensor ``name`` under this materialiser's ``combine``."""
         return task_vector(self.basis, genome, name, combine=self.combine, density=self.density)
 
+    def _unchanged(self, genome: Genome, name: str) -> bool:
+        """Whether ``genome`` leaves tensor ``name`` at the base (no direction, no delta)."""
+        if name in genome.dense:
+            return False
+        if name in self.basis.matrices:
+            return self.basis.matrices[name].rank == 0 or not bool(genome.coeffs[name].any())
+        return not bool(self.basis.vectors[name].taus.any()) or not bool(
+            genome.coeffs[name].any()
+        )
+
     @torch.no_grad()
     def load(self, genome: Genome) -> None:
-        """Make the resident model compute with ``genome``'s weights."""
+        """Make the resident model compute with ``genome``'s weights.
+
+        A tensor the genome leaves at the base is written once and then skipped while it stays
+        there (with adapter experts: every tensor no adapter touches, the embeddings and norms).
+        """
         for name in self.basis.names:
             target = self._targets[name]
+            if self._unchanged(genome, name):
+                if name not in self._at_base:
+                    target.data.copy_(self.base_tensor(name).view_as(target))
+                    self._at_base.add(name)
+                continue
+            self._at_base.discard(name)
             if not (
                 self.combine == "sum"
                 and name in self.basis.matrices
@@ -92,7 +132,7 @@ class Materialiser:
                 and target.dtype == torch.float32
                 and target.is_contiguous()
             ):
-                theta = self._base[name].float() + self.task_vector(genome, name)
+                theta = self.base_tensor(name) + self.task_vector(genome, name)
                 target.data.copy_(theta)
                 continue
             self._load_matrix(name, genome.coeffs[name])
@@ -110,7 +150,7 @@ class Materialiser:
         c = coeffs.to(m.U.device, m.U.dtype)
         rows = m.shape[0]
         out = self._targets[name].data.view(rows, -1)
-        base = self._base[name].float().view(rows, -1)
+        base = self.base_tensor(name).view(rows, -1)
         spans: list[list[int]] = []
         for e in range(len(m.offsets) - 1):
             lo, hi = m.offsets[e], m.offsets[e + 1]
@@ -138,6 +178,6 @@ class Materialiser:
     def weights(self, genome: Genome) -> dict[str, torch.Tensor]:
         """Full float32 weights on the CPU (for export and tests), without touching the model."""
         return {
-            name: (self._base[name].float() + self.task_vector(genome, name)).cpu()
+            name: (self.base_tensor(name) + self.task_vector(genome, name)).cpu()
             for name in self.basis.names
         }

@@ -78,9 +78,12 @@ class SafetensorsSource:
                 "(save models with safe_serialization=True)"
             )
         self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # absolute byte range of each tensor
         for file in sorted(set(self._where.values())):
-            for name, (shape, dtype) in self._header(file).items():
+            header = self._header(file)
+            for name, (shape, dtype) in header.items():
                 self._meta[name] = (shape, dtype)
+            self._spans.update(self._offsets(file))
         missing = [n for n in self._where if n not in self._meta]
         if missing:
             raise CycleQDError(f"{self.path}: index names tensor {missing[0]!r} absent from shards")
@@ -100,6 +103,43 @@ class SafetensorsSource:
                 continue
             out[name] = (tuple(info["shape"]), _ST_DTYPES.get(info["dtype"], torch.float32))
         return out
+
+    @staticmethod
+    def _offsets(file: Path) -> dict[str, tuple[int, int]]:
+        """Each tensor's absolute byte range in ``file`` (the header's data offsets)."""
+        with file.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        start = 8 + size
+        return {
+            name: (start + info["data_offsets"][0], start + info["data_offsets"][1])
+            for name, info in header.items()
+            if name != "__metadata__"
+        }
+
+    def read(self, name: str) -> torch.Tensor:
+        """The tensor, read with plain file I/O into memory this process owns.
+
+        Why not :meth:`get`: safetensors maps the file, and pages of a mapped file count in the
+        process's resident memory for as long as they stay mapped. Read like this, a tensor
+        costs its own bytes while it is used and the checkpoint stays in the page cache, which
+        is what lets the materialiser keep no copy of the base beside the resident model.
+        """
+        lo, hi = self._spans[name]
+        shape, dtype = self._meta[name]
+        buffer = bytearray(hi - lo)
+        with self._where[name].open("rb", buffering=0) as fh:
+            fh.seek(lo)
+            view = memoryview(buffer)
+            got = 0
+            while got < len(buffer):
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise CycleQDError(f"{self._where[name]}: truncated at tensor {name!r}")
+                got += n
+        if not buffer:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
     def keys(self) -> list[str]:
         return list(self._meta)
