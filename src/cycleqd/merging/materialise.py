@@ -106,9 +106,8 @@ class Materialiser:
             return False
         if name in self.basis.matrices:
             return self.basis.matrices[name].rank == 0 or not bool(genome.coeffs[name].any())
-        return not bool(self.basis.vectors[name].taus.any()) or not bool(
-            genome.coeffs[name].any()
-        )
+        taus = self.basis.vectors[name].taus
+        return not bool(taus.any()) or not bool(genome.coeffs[name].any())
 
     @torch.no_grad()
     def load(self, genome: Genome) -> None:
