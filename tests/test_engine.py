@@ -124,3 +124,13 @@ def test_greedy_loop_matches_transformers_generate(arch_family: dict) -> None:
             if until(full):
                 break
         assert text == full, prompt
+
+
+def test_an_adapter_without_a_local_base_is_refused(tmp_path) -> None:
+    from cycleqd.errors import CycleQDError
+
+    (tmp_path / "adapter_config.json").write_text(
+        '{"base_model_name_or_path": "org/some-hub-model"}'
+    )
+    with pytest.raises(CycleQDError, match="base_model_name_or_path 'org/some-hub-model' is not"):
+        HFEngine(tmp_path)

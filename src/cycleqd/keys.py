@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import cycleqd
 from cycleqd.hashing import hash_file, hash_tree
+from cycleqd.models.checkpoints import adapter_base
 
 PACKAGE = Path(cycleqd.__file__).parent
 
@@ -42,6 +43,10 @@ def hash_model(h: Any, model: Path) -> None:
     for path in sorted(p for p in model.iterdir() if p.is_file() and p.suffix != ".md"):
         h.update(path.name.encode() + b"\0")
         hash_file(h, path)
+    base = adapter_base(model)  # an adapter's scores depend on its base model too
+    if base is not None:
+        h.update(b"adapter-of\0")
+        hash_model(h, base)
 
 
 def hash_task_files(h: Any, tasks: Iterable[_Task]) -> None:

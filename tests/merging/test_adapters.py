@@ -247,6 +247,13 @@ def test_export_as_adapter_gives_the_full_exports_logits(llama: Path, tmp_path: 
         want = full(input_ids=ids).logits
         got = peft_model.eval()(input_ids=ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # the engine (and so `cycleqd eval`) takes the adapter directory: its base, merged in memory
+    from cycleqd.models.engine import HFEngine
+    from cycleqd.tasks import build_task
+
+    task = build_task("copy", "likelihood", {"data": str(tmp_path / "copy.jsonl")}, "t")
+    from_adapter = task.evaluate(HFEngine(adapter)).quality
+    assert from_adapter == pytest.approx(task.evaluate(HFEngine(tmp_path / "full")).quality)
     # the exported adapter reads back as an expert, rank per module as the genome's
     back = LoraSource(adapter, SafetensorsSource(llama))
     assert back.factors("model.layers.0.self_attn.k_proj.weight") is not None

@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
+from cycleqd.models.checkpoints import adapter_base
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
 from cycleqd.models.likelihood import loglikelihoods_on_model
 
@@ -96,7 +97,9 @@ class HFEngine:
         grow_cache: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
+        # a peft adapter directory: its base model with the adapter merged in, in memory
+        self.base_dir = adapter_base(self.model_dir) or self.model_dir
+        if not (self.base_dir / "config.json").is_file():
             raise CycleQDError(
                 f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
             )
@@ -107,10 +110,17 @@ class HFEngine:
         self.population_batch_size = population_batch_size
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        has_tokenizer = (self.model_dir / "tokenizer_config.json").is_file()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.model_dir if has_tokenizer else self.base_dir
+        )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=self.dtype)
+        if self.base_dir != self.model_dir:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, self.model_dir).merge_and_unload()
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
         # transformers 5.2x renamed the cache argument (``past_key_values`` -> ``cache``) and warns
@@ -448,7 +458,7 @@ class HFEngine:
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        dtype = _checkpoint_dtype(self.model_dir)
+        dtype = _checkpoint_dtype(self.base_dir)
         weights = {k: v.detach().to("cpu", dtype) for k, v in self.model.state_dict().items()}
         self.model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
