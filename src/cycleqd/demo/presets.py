@@ -73,9 +73,8 @@ def load_preset(path: Path) -> Preset:
     bad = sorted(set(sizes) - fields)
     if bad:
         raise CycleQDError(f"{path}: sizes.{bad[0]}: unknown key")
-    for key in ("merges",):
-        if key in sizes:
-            sizes[key] = tuple(sizes[key])
+    if "merges" in sizes:  # a YAML list; the dataclass is frozen, so a tuple
+        sizes["merges"] = tuple(sizes["merges"])
     run = dict(data.get("run") or {})
     return Preset(name=path.stem, run=run, **sizes)
 
