@@ -30,8 +30,8 @@ class ExpertConfig(StrictModel):
     """One fine-tuned expert: a Hugging Face model directory sharing the base's architecture,
     or a peft LoRA adapter directory of the base (``adapter_config.json``), used as it is."""
 
-    name: str
-    path: Path
+    name: str = Field(description="The expert's name (a task of the same name uses its basis).")
+    path: Path = Field(description="Model or adapter directory, relative to the config file.")
 
 
 class BCConfig(StrictModel):
@@ -41,8 +41,12 @@ class BCConfig(StrictModel):
     strongest. Scores outside the range fall into the edge bins.
     """
 
-    range: Literal["auto"] | tuple[float, float] = "auto"
-    bins: int = Field(default=15, ge=1, le=1000)
+    range: Literal["auto"] | tuple[float, float] = Field(
+        default="auto",
+        description="auto: 85% of the weakest expert's score to 115% of the strongest (the "
+        "paper's rule); or [low, high].",
+    )
+    bins: int = Field(default=15, ge=1, le=1000, description="Bins of this BC axis.")
 
     @field_validator("range")
     @classmethod
@@ -55,15 +59,17 @@ class BCConfig(StrictModel):
 class TaskConfig(StrictModel):
     """One skill: its evaluator (``type`` in the task registry), its expert and its BC grid."""
 
-    name: str
-    type: str
+    name: str = Field(description="The task's name (its archive's and its score's).")
+    type: str = Field(description="A registered task type (code, agentbench-os, dbbench, ...).")
     expert: str | None = Field(
         default=None,
         description="Expert whose SVD basis drives mutation while this task's archive is active. "
         "Default: the expert with the task's name, else the expert at the same position.",
     )
     bc: BCConfig = BCConfig()
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The task type's own parameters (data file, limits)."
+    )
 
 
 class ConstraintConfig(StrictModel):
@@ -97,7 +103,7 @@ class SearchConfig(StrictModel):
     alone); the kinds and their parameters are registered in :mod:`cycleqd.search.operators`.
     """
 
-    generations: int = Field(default=1200, ge=0)
+    generations: int = Field(default=1200, ge=0, description="Children bred and evaluated.")
     sampler: Sampler = Field(
         default_factory=default_choice(SAMPLERS, "elite"),
         description="Parent selection. elite: the paper's elite sampling (alpha_low, "
@@ -135,7 +141,13 @@ class SearchConfig(StrictModel):
 class BasisConfig(StrictModel):
     """Expert SVD bases: numerical-rank cut-off, optional energy truncation, on-disk cache."""
 
-    energy: float = Field(default=1.0, gt=0.0, le=1.0)
+    energy: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Below 1: keep the smallest prefix of singular values holding this share of "
+        "each task vector's squared norm.",
+    )
     rtol: float = Field(
         default=1e-4,
         ge=0.0,
@@ -167,16 +179,21 @@ class BasisConfig(StrictModel):
     density: float = Field(
         default=0.5, gt=0.0, le=1.0, description="combine: ties: share of each part kept"
     )
-    cache_dir: Path | None = None
-    device: str = "cpu"
+    cache_dir: Path | None = Field(
+        default=None, description="Bases' cache (default $CYCLEQD_CACHE or ~/.cache/cycleqd)."
+    )
+    device: str = Field(default="cpu", description="Where the SVDs run (cuda for big models).")
 
 
 class EngineConfig(StrictModel):
     """The resident inference model."""
 
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(default=16, ge=1)
+    device: str = Field(default="auto", description="auto: CUDA when available; cpu; cuda.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32",
+        description="auto: bfloat16 on a GPU or a CPU with native bf16, float32 elsewhere.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Rows per forward pass.")
     population_batch_size: int | None = Field(
         default=None,
         ge=1,
@@ -194,7 +211,9 @@ class ExecutorConfig(StrictModel):
     (or the serial executor) evaluates up to ``children_per_batch`` children in shared passes.
     """
 
-    kind: Literal["serial", "ray"] = "serial"
+    kind: Literal["serial", "ray"] = Field(
+        default="serial", description="serial: this process; ray: a pool of Ray actors."
+    )
     children_per_batch: int = Field(
         default=1,
         ge=1,
@@ -207,10 +226,14 @@ class ExecutorConfig(StrictModel):
         "materialisation for each group; on: always share what can be shared; off: always "
         "materialise one child at a time.",
     )
-    actors: int = Field(default=2, ge=1)
-    in_flight: int | None = Field(default=None, ge=1)
-    actor_cpus: float = Field(default=1.0, ge=0.0)
-    actor_gpus: float = Field(default=0.0, ge=0.0)
+    actors: int = Field(default=2, ge=1, description="Ray actors, each with its own engine.")
+    in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Children evaluating at once (default: actors x children_per_batch).",
+    )
+    actor_cpus: float = Field(default=1.0, ge=0.0, description="CPUs Ray reserves per actor.")
+    actor_gpus: float = Field(default=0.0, ge=0.0, description="GPUs Ray reserves per actor.")
     ray_address: str | None = Field(
         default=None,
         description="An existing cluster (e.g. 'auto' or 'ray://head:10001'); "
@@ -224,10 +247,14 @@ class ExecutorConfig(StrictModel):
 class RunConfig(StrictModel):
     """A complete CycleQD run."""
 
-    seed: int = 0
-    base_model: Path
-    experts: list[ExpertConfig] = Field(min_length=1)
-    tasks: list[TaskConfig] = Field(min_length=2)
+    seed: int = Field(default=0, description="Every random choice of the run derives from it.")
+    base_model: Path = Field(
+        description="The base's Hugging Face directory (safetensors), relative to the config."
+    )
+    experts: list[ExpertConfig] = Field(min_length=1, description="One per skill.")
+    tasks: list[TaskConfig] = Field(
+        min_length=2, description="At least two; archive k uses task k's score as quality."
+    )
     search: SearchConfig = SearchConfig()
     basis: BasisConfig = BasisConfig()
     engine: EngineConfig = EngineConfig()

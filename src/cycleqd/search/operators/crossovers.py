@@ -17,9 +17,9 @@ from cycleqd.search.operators.base import CROSSOVERS, Breeding, operator
 class CrossoverParams(StrictModel):
     """Parent weights ``w_i ~ N(mean, std)``, one per parent for the model or per layer."""
 
-    mean: float = 1.0
-    std: float = Field(default=0.01, ge=0.0)
-    per_layer: bool = False
+    mean: float = Field(default=1.0, description="mean of each parent's weight")
+    std: float = Field(default=0.01, ge=0.0, description="spread of each parent's weight")
+    per_layer: bool = Field(default=False, description="one pair of weights per layer")
 
 
 Weights = dict[str, tuple[float, float]]

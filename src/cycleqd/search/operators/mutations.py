@@ -17,7 +17,7 @@ from cycleqd.search.operators.base import MUTATIONS, Breeding, NoParams, operato
 class SVDParams(StrictModel):
     """``u ~ U[0, w_max)`` per singular value of the active task's expert."""
 
-    w_max: float = Field(default=0.1, ge=0.0)
+    w_max: float = Field(default=0.1, ge=0.0, description="largest step per singular value")
     signed: bool = Field(
         default=False,
         description="draw u from U(-w_max, w_max) instead of the paper's U[0, w_max), so a "
@@ -28,16 +28,18 @@ class SVDParams(StrictModel):
 class GaussianParams(StrictModel):
     """Dense ``N(0, std)`` noise on every weight."""
 
-    std: float = Field(default=3e-4, ge=0.0)
+    std: float = Field(default=3e-4, ge=0.0, description="standard deviation of the noise")
 
 
 @operator(MUTATIONS, "svd", SVDParams)
 def svd(child: Genome, rng: torch.Generator, params: SVDParams, ctx: Breeding) -> Genome:
+    """The paper's: add ``U diag(u * s) Vh`` of the active task's expert, u drawn per value."""
     return svd_mutation(child, ctx.basis, ctx.expert, rng, w_max=params.w_max, signed=params.signed)
 
 
 @operator(MUTATIONS, "gaussian", GaussianParams)
 def gaussian(child: Genome, rng: torch.Generator, params: GaussianParams, ctx: Breeding) -> Genome:
+    """The paper's ablation: dense Gaussian noise on every weight (kept as a dense delta)."""
     return gaussian_mutation(child, ctx.basis, rng, std=params.std)
 
 
