@@ -52,6 +52,10 @@ _ST_DTYPES = {
 }
 
 
+_Entry = tuple[tuple[int, ...], torch.dtype, tuple[int, int]]
+"""One tensor in a safetensors header: shape, dtype and absolute byte range in its file."""
+
+
 class SafetensorsSource:
     """A Hugging Face style model directory (``model.safetensors`` or a sharded index)."""
 
@@ -63,6 +67,7 @@ class SafetensorsSource:
         index = self.path / "model.safetensors.index.json"
         single = self.path / "model.safetensors"
         self._where: dict[str, Path] = {}
+        headers: dict[Path, dict[str, _Entry]] = {}
         if index.is_file():
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
@@ -71,7 +76,8 @@ class SafetensorsSource:
             for name, shard in weight_map.items():
                 self._where[name] = self.path / shard
         elif single.is_file():
-            self._where = dict.fromkeys(self._header(single), single)
+            headers[single] = self._header(single)
+            self._where = dict.fromkeys(headers[single], single)
         else:
             raise CycleQDError(
                 f"{self.path}: no model.safetensors or model.safetensors.index.json "
@@ -80,42 +86,32 @@ class SafetensorsSource:
         self._meta: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self._spans: dict[str, tuple[int, int]] = {}  # absolute byte range of each tensor
         for file in sorted(set(self._where.values())):
-            header = self._header(file)
-            for name, (shape, dtype) in header.items():
+            header = headers[file] if file in headers else self._header(file)
+            for name, (shape, dtype, span) in header.items():
                 self._meta[name] = (shape, dtype)
-            self._spans.update(self._offsets(file))
+                self._spans[name] = span
         missing = [n for n in self._where if n not in self._meta]
         if missing:
             raise CycleQDError(f"{self.path}: index names tensor {missing[0]!r} absent from shards")
 
     @staticmethod
-    def _header(file: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Read names, shapes and dtypes from a safetensors header without loading tensors."""
+    def _header(file: Path) -> dict[str, _Entry]:
+        """Each tensor's shape, dtype and absolute byte range, from the header alone."""
         try:
             with file.open("rb") as fh:
                 size = int.from_bytes(fh.read(8), "little")
                 header = json.loads(fh.read(size))
         except (OSError, ValueError) as exc:
             raise CycleQDError(f"{file}: not a readable safetensors file ({exc})") from exc
+        start = 8 + size
         out = {}
         for name, info in header.items():
             if name == "__metadata__":
                 continue
-            out[name] = (tuple(info["shape"]), _ST_DTYPES.get(info["dtype"], torch.float32))
+            lo, hi = info["data_offsets"]
+            dtype = _ST_DTYPES.get(info["dtype"], torch.float32)
+            out[name] = (tuple(info["shape"]), dtype, (start + lo, start + hi))
         return out
-
-    @staticmethod
-    def _offsets(file: Path) -> dict[str, tuple[int, int]]:
-        """Each tensor's absolute byte range in ``file`` (the header's data offsets)."""
-        with file.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size))
-        start = 8 + size
-        return {
-            name: (start + info["data_offsets"][0], start + info["data_offsets"][1])
-            for name, info in header.items()
-            if name != "__metadata__"
-        }
 
     def read(self, name: str) -> torch.Tensor:
         """The tensor, read with plain file I/O into memory this process owns.
