@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import adapter_base
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
-from cycleqd.models.likelihood import loglikelihoods_on_model
+from cycleqd.models.likelihood import common_prefix, loglikelihoods_on_model
 
 Prompt = str | list[dict[str, str]]
 
@@ -289,14 +289,8 @@ class HFEngine:
         """
         if not self.prefix_sharing or len(ids) < 2:
             return []
-        n = min(len(x) for x in ids) - 1
-        first = ids[0]
-        for other in ids[1:]:
-            k = 0
-            while k < n and other[k] == first[k]:
-                k += 1
-            n = k
-        return list(first[:n]) if n >= self.min_shared_prefix else []
+        n = common_prefix(ids, limit=min(len(x) for x in ids) - 1)
+        return list(ids[0][:n]) if n >= self.min_shared_prefix else []
 
     def _prefix_cache(self, prefix: list[int], n: int, rows: torch.Tensor | None) -> Any:
         """Keys and values of ``prefix``, computed once per model and repeated for ``n`` rows.

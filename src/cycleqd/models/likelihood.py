@@ -100,8 +100,15 @@ class _Row:
         return len(self.inp) - len(self.cont)
 
 
-def _common_prefix(seqs: Sequence[list[int]]) -> int:
+def common_prefix(seqs: Sequence[Sequence[int]], limit: int | None = None) -> int:
+    """How many leading tokens every sequence shares, at most ``limit``.
+
+    Prompts of one task repeat a long instruction; its keys and values are computed once and
+    shared, by the scorer here and by the engine's generation.
+    """
     n = min(len(s) for s in seqs)
+    if limit is not None:
+        n = min(n, limit)
     first = seqs[0]
     for other in seqs[1:]:
         k = 0
@@ -169,7 +176,7 @@ def loglikelihoods_on_model(
     for members in by_context.values():
         inputs = [rows[i].inp for i in members]
         # The prefix ends before the first position whose logits are needed.
-        q = min(_common_prefix(inputs), min(rows[i].first for i in members))
+        q = min(common_prefix(inputs), min(rows[i].first for i in members))
         can = share and cache_arg is not None and "position_ids" in forward
         if can and len(members) > 1 and q > 0:
             shared.append((q, members))
