@@ -22,7 +22,6 @@ from cycleqd.search.operators import (
     MUTATIONS,
     SAMPLERS,
     choice_type,
-    default_choice,
 )
 
 
@@ -105,19 +104,16 @@ class SearchConfig(StrictModel):
 
     generations: int = Field(default=1200, ge=0, description="Children bred and evaluated.")
     sampler: Sampler = Field(
-        default_factory=default_choice(SAMPLERS, "elite"),
         description="Parent selection. elite: the paper's elite sampling (alpha_low, "
         "alpha_high); random: its ablation.",
     )
     crossover: Crossover = Field(
-        default_factory=default_choice(CROSSOVERS, "linear"),
         description="linear: the paper's weighted average of the parents' task vectors with "
         "N(mean, std) weights (per_layer: one pair per layer). per_expert: the same per expert "
         "slice of the genome, weighted by how much of that expert each parent carries, so a "
         "skill only one parent has passes on whole.",
     )
     mutation: Mutation = Field(
-        default_factory=default_choice(MUTATIONS, "svd"),
         description="svd: terms along the active task's expert's singular vectors, "
         "u ~ U[0, w_max) (signed: U(-w_max, w_max)). gaussian: dense N(0, std) noise. none.",
     )
@@ -127,7 +123,6 @@ class SearchConfig(StrictModel):
         "or an archived individual, whichever has the best mean validation score.",
     )
     final_merge: FinalMerge = Field(
-        default_factory=default_choice(FINAL_MERGES, "softmax"),
         description="How the final merge combines each archive's best elite. softmax: the "
         "paper's weights softmax(quality / temperature). ties: mergekit's TIES over the distinct "
         "elites' task vectors (trim to density, elect signs, average agreeing entries). "

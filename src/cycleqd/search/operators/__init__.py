@@ -19,7 +19,6 @@ from cycleqd.search.operators.base import (
     Finishing,
     Operator,
     choice_type,
-    default_choice,
     operator,
 )
 
@@ -36,6 +35,5 @@ __all__ = [
     "Finishing",
     "Operator",
     "choice_type",
-    "default_choice",
     "operator",
 ]

@@ -19,6 +19,7 @@ import torch
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    Field,
     GetJsonSchemaHandler,
     PlainSerializer,
     ValidationError,
@@ -194,15 +195,12 @@ class _ChoiceSchema:
 
 
 def choice_type(registry: Registry[Operator[Any]], default: str) -> Any:
-    """The annotated type of a config field that names one operator of ``registry``."""
+    """The annotated type of a config field that names one operator of ``registry``; a field of
+    this type defaults to ``default`` with its default parameters."""
     return Annotated[
         Choice,
         BeforeValidator(lambda value: _parse(registry, default, value)),
         PlainSerializer(lambda choice: choice.dump()),
         _ChoiceSchema(registry, default),
+        Field(default_factory=lambda: _parse(registry, default, default)),
     ]
-
-
-def default_choice(registry: Registry[Operator[Any]], default: str) -> Callable[[], Choice]:
-    """A default factory: ``default`` with its default parameters."""
-    return lambda: _parse(registry, default, default)
