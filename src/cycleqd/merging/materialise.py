@@ -84,6 +84,10 @@ class Materialiser:
             m.U, m.S, m.Vh = (t.to(device) for t in (m.U, m.S, m.Vh))
         for v in basis.vectors.values():
             v.taus = v.taus.to(device)
+        # tensors no expert changes: every genome leaves them at the base
+        self._no_direction = {n for n, m in basis.matrices.items() if m.rank == 0} | {
+            n for n, v in basis.vectors.items() if not bool(v.taus.any())
+        }
 
     def base_tensor(self, name: str) -> torch.Tensor:
         """The base's tensor ``name`` in float32 on the device (read now unless kept)."""
@@ -104,10 +108,7 @@ class Materialiser:
         """Whether ``genome`` leaves tensor ``name`` at the base (no direction, no delta)."""
         if name in genome.dense:
             return False
-        if name in self.basis.matrices:
-            return self.basis.matrices[name].rank == 0 or not bool(genome.coeffs[name].any())
-        taus = self.basis.vectors[name].taus
-        return not bool(taus.any()) or not bool(genome.coeffs[name].any())
+        return name in self._no_direction or not bool(genome.coeffs[name].any())
 
     @torch.no_grad()
     def load(self, genome: Genome) -> None:
