@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +147,11 @@ class LoraSource:
         cfg = self.config
         pairs: dict[str, dict[str, torch.Tensor]] = {}
         embeddings: set[str] = set()  # modules adapted through lora_embedding_A / _B
+        base_keys = set(self.base.keys())
         with safe_open(str(weights), framework="pt") as fh:
             for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
                 if key.endswith(".base_layer.weight"):
-                    self._check_saved_base_layer(key, fh.get_tensor(key), weights)
+                    self._check_saved_base_layer(key, fh.get_tensor(key), base_keys, weights)
                     continue
                 match = _FACTOR.match(key)
                 if match is None:
@@ -161,7 +163,6 @@ class LoraSource:
                 pairs.setdefault(match["module"], {})[which] = fh.get_tensor(key).float()
                 if match["which"].startswith("embedding"):
                     embeddings.add(match["module"])
-        base_keys = set(self.base.keys())
         out: dict[str, LowRank] = {}
         for module, parts in sorted(pairs.items()):
             if "A" not in parts or "B" not in parts:
@@ -177,7 +178,7 @@ class LoraSource:
             if cfg.get("fan_in_fan_out") or module in embeddings:
                 left, right = right.T, left.T
             shape = self.base.shape(name)
-            view = (shape[0], int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else shape
+            view = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else shape
             if len(shape) < 2 or (left.shape[0], right.shape[1]) != view:
                 raise CycleQDError(
                     f"{weights}: {module!r} gives a task vector of shape "
@@ -187,11 +188,13 @@ class LoraSource:
             out[name] = LowRank(left.contiguous(), right.contiguous())
         return out
 
-    def _check_saved_base_layer(self, key: str, tensor: torch.Tensor, weights: Path) -> None:
+    def _check_saved_base_layer(
+        self, key: str, tensor: torch.Tensor, base_keys: set[str], weights: Path
+    ) -> None:
         """peft saves a targeted embedding's own weight beside its factors (``save_embedding_
         layers``); it must be the base's, or the adapter carries a full retrained module."""
         module = key.removesuffix(".base_layer.weight")
-        name = self._base_tensor(module, set(self.base.keys()), weights)
+        name = self._base_tensor(module, base_keys, weights)
         if tuple(tensor.shape) != self.base.shape(name):
             raise CycleQDError(
                 f"{weights}: {key!r} has shape {list(tensor.shape)}, the base's {name!r} "
