@@ -5,7 +5,8 @@ already implemented, reviewed and widely used in mergekit, so we call its librar
 (:class:`mergekit.config.MergeConfiguration` + :func:`mergekit.merge.run_merge`) instead of
 re-implementing them; this module only translates our simple "base + experts + parameters"
 description into a mergekit configuration, validates it against the method's own parameter
-specification, and writes the result atomically as a standard Hugging Face directory.
+specification, and writes the result atomically as a standard Hugging Face directory. A peft
+LoRA adapter expert becomes mergekit's ``base+lora`` model, which mergekit merges through peft.
 
 Parameters follow mergekit's names. Per-model ones (``weight``, ``density``, ``gamma``,
 ``epsilon``) take one value for every expert or a list with one value per expert; shared ones
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from cycleqd.errors import CycleQDError
+from cycleqd.models.checkpoints import adapter_base
 
 __all__ = ["METHODS", "MethodInfo", "describe_method", "merge", "parse_params"]
 
@@ -146,9 +148,12 @@ def merge(
         raise CycleQDError(f"merge method {method!r} needs at least one expert model")
     if info.uses_base and base is None:
         raise CycleQDError(f"merge method {method!r} needs a base model (--base)")
+    # an adapter expert is applied to the given base, or to the one its adapter_config names
+    lora_bases = {e: Path(base) if base is not None else adapter_base(e) for e in experts}
+    lora_bases = {e: b for e, b in lora_bases.items() if b is not None and adapter_base(e)}
     base = Path(base) if base is not None and info.uses_base else None
     models = ([base] if base is not None else []) + experts
-    _check_models(models)
+    _check_models([lora_bases.get(m, m) for m in models])
     if len({m.resolve() for m in experts}) != len(experts):
         raise CycleQDError(f"the same expert directory is given twice: {[str(e) for e in experts]}")
     params = dict(params or {})
@@ -162,18 +167,20 @@ def merge(
         raise CycleQDError(f"output directory {out} already exists and is not empty")
     if out.resolve() in {m.resolve() for m in models}:
         raise CycleQDError(f"output directory {out} is one of the models being merged")
-    config = _merge_config(method, base, experts, shared, per_expert, dtype)
+    config = _merge_config(method, base, experts, lora_bases, shared, per_expert, dtype)
 
-    options = mergekit_module("options").MergeOptions(
-        device="cpu",
-        copy_tokenizer=True,
-        random_seed=seed,
-        quiet=True,
-        write_model_card=True,
-        safe_serialization=True,
-    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
+        options = mergekit_module("options").MergeOptions(
+            device="cpu",
+            copy_tokenizer=True,
+            random_seed=seed,
+            quiet=True,
+            write_model_card=True,
+            safe_serialization=True,
+            # mergekit merges each adapter expert into a full copy of its base here (peft)
+            lora_merge_cache=str(Path(tmp) / "lora-merged"),
+        )
         build = Path(tmp) / "merged"
         try:
             with _preserved_rng(), _one_thread(seed is not None), _without_torch_dtype_notice():
@@ -181,7 +188,7 @@ def merge(
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc
         _modern_dtype_key(build / "config.json")
-        donor = base if base is not None else experts[0]
+        donor = base if base is not None else lora_bases.get(experts[0], experts[0])
         for name in ("generation_config.json",):
             if (donor / name).is_file() and not (build / name).exists():
                 shutil.copy2(donor / name, build / name)
@@ -280,15 +287,21 @@ def _merge_config(
     method: str,
     base: Path | None,
     experts: Sequence[Path],
+    lora_bases: Mapping[Path, Path],
     shared: Mapping[str, Any],
     per_expert: Sequence[Mapping[str, Any]],
     dtype: str,
 ) -> Any:
     """The mergekit configuration; paths go in as ``{"path": ...}`` so an ``@`` in a directory
-    name is not read as a hub revision."""
+    name is not read as a hub revision. An adapter expert is mergekit's ``base+lora`` model."""
     configuration = mergekit_module("config").MergeConfiguration
 
     def ref(p: Path) -> dict[str, Any]:
+        if p in lora_bases:
+            return {
+                "model": {"path": str(lora_bases[p].resolve())},
+                "lora": {"path": str(p.resolve())},
+            }
         return {"model": {"path": str(p.resolve())}}
 
     data: dict[str, Any] = {
