@@ -42,7 +42,7 @@ def test_likelihood_is_a_probability(arch_family: dict) -> None:
 
 
 def test_in_place_materialisation_matches_the_expert_checkpoint(arch_family: dict) -> None:
-    engine = HFEngine(arch_family["base"])
+    engine = HFEngine(arch_family["base"], dtype="float32")
     module_id = id(engine.module)
     base = SafetensorsSource(arch_family["base"])
     experts = {k: SafetensorsSource(v) for k, v in arch_family["experts"].items()}

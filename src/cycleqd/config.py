@@ -185,8 +185,9 @@ class EngineConfig(StrictModel):
 
     device: str = Field(default="auto", description="auto: CUDA when available; cpu; cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="float32",
-        description="auto: bfloat16 on a GPU or a CPU with native bf16, float32 elsewhere.",
+        default="auto",
+        description="auto: on a GPU the checkpoint's 16-bit dtype (bfloat16 for a float32 "
+        "checkpoint); bfloat16 on a CPU with native bf16; float32 elsewhere.",
     )
     batch_size: int = Field(default=16, ge=1, description="Rows per forward pass.")
     population_batch_size: int | None = Field(

@@ -208,7 +208,13 @@ def _two_skill_data(root: Path) -> dict[str, Path]:
     return data
 
 
-def _run(root: Path, base: Path, experts: dict[str, Path], generations: int = 3) -> Path:
+def _run(
+    root: Path,
+    base: Path,
+    experts: dict[str, Path],
+    generations: int = 3,
+    engine_dtype: str = "auto",
+) -> Path:
     from cycleqd.config import load_config
     from cycleqd.search.run import start_run
 
@@ -223,6 +229,7 @@ def _run(root: Path, base: Path, experts: dict[str, Path], generations: int = 3)
             ],
             "search": {"generations": generations, "plot_every": 0},
             "basis": {"cache_dir": str(root / "cache")},
+            "engine": {"dtype": engine_dtype},
         }
     )
     start_run(config, root / "run")
@@ -236,7 +243,9 @@ def test_export_as_adapter_gives_the_full_exports_logits(llama: Path, tmp_path: 
 
     make_adapter(llama, tmp_path / "a", seed=10)
     make_adapter(llama, tmp_path / "b", seed=11, target_modules=["k_proj", "up_proj"])
-    run = _run(tmp_path, llama, {"copy": tmp_path / "a", "rev": tmp_path / "b"})
+    # the search evaluates in bfloat16; the float32 checkpoint's export is still exact
+    experts = {"copy": tmp_path / "a", "rev": tmp_path / "b"}
+    run = _run(tmp_path, llama, experts, engine_dtype="bfloat16")
     export_run(run, tmp_path / "full", final=True)
     adapter = export_run(run, tmp_path / "adapter", final=True, adapter=True)
     assert (adapter / "adapter_config.json").is_file()
@@ -252,8 +261,9 @@ def test_export_as_adapter_gives_the_full_exports_logits(llama: Path, tmp_path: 
     from cycleqd.tasks import build_task
 
     task = build_task("copy", "likelihood", {"data": str(tmp_path / "copy.jsonl")}, "t")
-    from_adapter = task.evaluate(HFEngine(adapter)).quality
-    assert from_adapter == pytest.approx(task.evaluate(HFEngine(tmp_path / "full")).quality)
+    from_adapter = task.evaluate(HFEngine(adapter, dtype="float32")).quality
+    full_engine = HFEngine(tmp_path / "full", dtype="float32")
+    assert from_adapter == pytest.approx(task.evaluate(full_engine).quality)
     # the exported adapter reads back as an expert, rank per module as the genome's
     back = LoraSource(adapter, SafetensorsSource(llama))
     assert back.factors("model.layers.0.self_attn.k_proj.weight") is not None
@@ -315,6 +325,19 @@ def test_a_lora_merged_into_a_bf16_checkpoint_comes_out_at_the_loras_rank(
     name = "model.layers.0.self_attn.q_proj.weight"
     tau = as_matrix(src.get(name).float() - SafetensorsSource(tmp_path / "base").get(name).float())
     assert keep_rank(torch.linalg.svdvals(tau), energy=1.0, rtol=1e-4) > 64
+    # the singular vectors are kept in the checkpoint's bf16 (half the bytes), the values in
+    # float32; the expert's own genome still gives its weights within bf16's rounding
+    m = basis.matrices[name]
+    assert m.U.dtype == m.Vh.dtype == torch.bfloat16 and m.S.dtype == torch.float32
+    resident = AutoModelForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.bfloat16)
+    base = SafetensorsSource(tmp_path / "base")
+    weights = Materialiser(basis, base, resident, torch.device("cpu")).weights(
+        expert_genome(basis, 0), torch.bfloat16
+    )
+    for key in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"):
+        want, theta0 = src.get(key).float() - base.get(key).float(), base.get(key).float()
+        err = float((weights[key].float() - theta0 - want).norm() / want.norm())
+        assert err <= basis.fidelity["m"] + 0.01, key
 
 
 def test_max_rank_takes_the_leading_directions_and_reports_the_loss() -> None:
@@ -335,3 +358,28 @@ def test_max_rank_takes_the_leading_directions_and_reports_the_loss() -> None:
     assert float(overlap.min()) > 0.999
     want = float(exact.S[6:].square().sum().sqrt() / tau.norm())
     assert basis.fidelity["e"] == pytest.approx(want, rel=0.05) and basis.fidelity["e"] > 0
+
+
+def test_merge_baselines_take_adapter_experts(llama: Path, tmp_path: Path) -> None:
+    """mergekit applies each adapter to its base: task arithmetic of an adapter and a full expert
+    is the base plus both task vectors, and linear without --base finds the adapter's base."""
+    from cycleqd.merging.baselines import merge
+
+    merged_a = make_adapter(llama, tmp_path / "a", seed=1)
+    merged_b = make_adapter(llama, tmp_path / "b_adapter", seed=2)
+    full_b = AutoModelForCausalLM.from_pretrained(llama)
+    full_b.load_state_dict(merged_b)
+    full_b.save_pretrained(tmp_path / "b")
+    base = SafetensorsSource(llama)
+    out = merge("task_arithmetic", llama, [tmp_path / "a", tmp_path / "b"], tmp_path / "ta")
+    got = SafetensorsSource(out)
+    for name in base.keys():  # noqa: SIM118 (a source, not a dict)
+        theta = base.get(name).float()
+        want = theta + (merged_a[name] - theta) + (merged_b[name] - theta)
+        assert torch.allclose(got.get(name).float(), want, atol=1e-5), name
+    out = merge("linear", None, [tmp_path / "a", tmp_path / "b_adapter"], tmp_path / "mean")
+    got = SafetensorsSource(out)
+    for name in base.keys():  # noqa: SIM118 (a source, not a dict)
+        want = (merged_a[name] + merged_b[name]) / 2
+        assert torch.allclose(got.get(name).float(), want, atol=1e-5), name
+    assert not list(tmp_path.glob(".ta-*")), "the temporary build (and adapter merges) remain"

@@ -23,6 +23,7 @@ from cycleqd.tasks import build_task
 def config(lora_family: dict, tmp: Path, data: str, *, generations: int = 12) -> dict:
     cfg = base_config(lora_family, tmp, generations=generations)
     cfg["search"]["final_model"] = "best_of"
+    cfg["engine"] = {"dtype": "float32"}  # scores compared with a float32 engine below
     cfg["constraints"] = [
         {
             "name": "keep",
@@ -119,6 +120,7 @@ def test_a_floor_no_child_reaches_changes_nothing(lora_family: dict, tmp_path: P
     rejects no child leaves the search child for child as it is without one."""
     free = base_config(lora_family, tmp_path, generations=8)
     free["search"]["final_model"] = "best_of"
+    free["engine"] = {"dtype": "float32"}  # as config() sets it
     loose = config(lora_family, tmp_path, "copy", generations=8)
     loose["constraints"][0]["max_drop"] = 1.0
     a = start_run(load_config(data=free), tmp_path / "free")

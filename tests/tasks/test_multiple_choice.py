@@ -120,7 +120,7 @@ class _LoglikelihoodEngine(HFEngine):
 
 
 def test_an_engine_loglikelihood_method_is_used(family: dict, engine: HFEngine) -> None:
-    own = _LoglikelihoodEngine(family["base"], device="cpu", batch_size=3)
+    own = _LoglikelihoodEngine(family["base"], device="cpu", dtype="float32", batch_size=3)
     assert isinstance(engine, LanguageEngine) and isinstance(own, LanguageEngine)
     pairs = PAIRS[:4]
     got = choice_loglikelihoods(own, [c for c, _ in pairs], [x for _, x in pairs])

@@ -66,12 +66,13 @@ def genome_adapter(
     conv1d = False
     for name in sorted(basis.matrices):
         m = basis.matrices[name]
-        c = genome.coeffs[name].to(m.U)
+        c = genome.coeffs[name].to(m.U.device, torch.float32)
         keep = c.ne(0)
         rank = int(keep.sum())
         if rank == 0:
             continue
-        left, right = m.U[:, keep] * c[keep], m.Vh[keep]  # delta (2-D view) = left @ right
+        # delta (2-D view) = left @ right; the basis may be stored in a 16-bit checkpoint dtype
+        left, right = m.U[:, keep].float() * c[keep], m.Vh[keep].float()
         module_name = name.removesuffix(".weight")
         module = modules.get(module_name) if name.endswith(".weight") else None
         key = _PREFIX + module_name

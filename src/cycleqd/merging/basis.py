@@ -285,11 +285,12 @@ def build_basis(
                     approx = (u_cat[:, sl] * ss[e]) @ vh_cat[sl]
                     err2[names[e]] += float((approx - as_matrix(tau)).square().sum())
                     norm2[names[e]] += float(tau.square().sum())
+            store = stored_dtype(base.dtype(tensor_name))
             basis.matrices[tensor_name] = MatrixBasis(
                 shape=shape,
-                U=u_cat.contiguous().cpu(),
+                U=u_cat.to(store).contiguous().cpu(),
                 S=torch.cat(ss).cpu(),
-                Vh=vh_cat.contiguous().cpu(),
+                Vh=vh_cat.to(store).contiguous().cpu(),
                 offsets=offsets,
             )
         else:
@@ -312,6 +313,18 @@ def build_basis(
     return basis
 
 
+def stored_dtype(checkpoint: torch.dtype) -> torch.dtype:
+    """The dtype singular vectors are kept in: the checkpoint's own when it is 16-bit.
+
+    Why: bases of full fine-tunes are the largest thing a run holds beside the model (docs/
+    architecture.md), and vectors rounded to bf16 move a bf16 model's merged weights by far
+    less than its own rounding (the task vector is small beside the weight, and the rounding
+    floor already drops every direction below that noise). Singular values, 1-D task vectors
+    and every product stay float32.
+    """
+    return checkpoint if checkpoint in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def tensor_group(name: str) -> str:
     """A tensor's name without its layer index (``model.layers.3.mlp.up_proj.weight`` ->
     ``model.layers.*.mlp.up_proj.weight``): ranks are reported per group of like tensors."""
@@ -330,7 +343,7 @@ def basis_key(
     """Cache key: content of every checkpoint, expert order, truncation settings and kind."""
     digest = hashlib.sha256()
     digest.update(f"v{BASIS_FORMAT}|{energy!r}|{rtol!r}|{base.fingerprint()}".encode())
-    digest.update(f"|floor={FLOOR_MARGIN}|max_rank={max_rank}".encode())
+    digest.update(f"|floor={FLOOR_MARGIN}|max_rank={max_rank}|stored=checkpoint".encode())
     if kind != "svd":
         digest.update(f"|kind={kind}".encode())
     for name, source in experts.items():

@@ -138,8 +138,8 @@ def task_vector(
         raise ValueError(f"combine must be sum or ties, got {combine!r}")
     if name in basis.matrices:
         m = basis.matrices[name]
-        c = genome.coeffs[name].to(m.U.device, m.U.dtype)
-        delta = (m.U * c) @ m.Vh
+        c = genome.coeffs[name].to(m.U.device, torch.float32)
+        delta = (m.U.float() * c) @ m.Vh.float()
     else:
         v = basis.vectors[name]
         delta = genome.coeffs[name].to(v.taus.device, v.taus.dtype) @ v.taus
@@ -156,12 +156,13 @@ def expert_parts(basis: ExpertBasis, genome: Genome, name: str) -> list[torch.Te
     """
     if name in basis.matrices:
         m = basis.matrices[name]
-        c = genome.coeffs[name].to(m.U.device, m.U.dtype)
+        c = genome.coeffs[name].to(m.U.device, torch.float32)
         parts = []
         for e in range(len(m.offsets) - 1):
             lo, hi = m.offsets[e], m.offsets[e + 1]
             if hi > lo and bool(c[lo:hi].any()):
-                parts.append(((m.U[:, lo:hi] * c[lo:hi]) @ m.Vh[lo:hi]).reshape(m.shape))
+                u, vh = m.U[:, lo:hi].float(), m.Vh[lo:hi].float()
+                parts.append(((u * c[lo:hi]) @ vh).reshape(m.shape))
         return parts
     v = basis.vectors[name]
     a = genome.coeffs[name].to(v.taus.device, v.taus.dtype)

@@ -147,7 +147,7 @@ class Materialiser:
         on this tensor (a child of two experts out of three) are skipped: their columns add nothing.
         """
         m = self.basis.matrices[name]
-        c = coeffs.to(m.U.device, m.U.dtype)
+        c = coeffs.to(m.U.device, torch.float32)
         rows = m.shape[0]
         out = self._targets[name].data.view(rows, -1)
         base = self.base_tensor(name).view(rows, -1)
@@ -164,7 +164,7 @@ class Materialiser:
             out.copy_(base)
             return
         for k, (lo, hi) in enumerate(spans):
-            u, vh, ck = m.U[:, lo:hi], m.Vh[lo:hi], c[lo:hi]
+            u, vh, ck = m.U[:, lo:hi].float(), m.Vh[lo:hi].float(), c[lo:hi]
             if u.shape[0] <= vh.shape[1]:
                 left, right = u * ck, vh
             else:
@@ -175,9 +175,12 @@ class Materialiser:
                 out.addmm_(left, right)
 
     @torch.no_grad()
-    def weights(self, genome: Genome) -> dict[str, torch.Tensor]:
-        """Full float32 weights on the CPU (for export and tests), without touching the model."""
+    def weights(
+        self, genome: Genome, dtype: torch.dtype = torch.float32
+    ) -> dict[str, torch.Tensor]:
+        """Full weights on the CPU (for export and tests), without touching the model: computed
+        in float32 tensor by tensor, each kept in ``dtype``."""
         return {
-            name: (self.base_tensor(name) + self.task_vector(genome, name)).cpu()
+            name: (self.base_tensor(name) + self.task_vector(genome, name)).to("cpu", dtype)
             for name in self.basis.names
         }

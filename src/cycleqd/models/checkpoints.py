@@ -5,7 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from cycleqd.errors import CycleQDError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def checkpoint_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype a checkpoint's ``config.json`` declares (float32 if none, or no config)."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return torch.float32
+    name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    return DTYPES.get(str(name), torch.float32)
 
 
 def adapter_base(model_dir: Path) -> Path | None:

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.checkpoints import adapter_base
+from cycleqd.models.checkpoints import DTYPES, adapter_base, checkpoint_dtype
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
 from cycleqd.models.likelihood import common_prefix, loglikelihoods_on_model
 
@@ -36,8 +36,6 @@ hf_logging.disable_progress_bar()
 # "sequence length is longer than the specified maximum": prompts are measured by the tasks and
 # the engine themselves; the tokenizer's nominal limit is not the model's, and the warning is noise.
 logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -64,11 +62,20 @@ def bf16_is_fast(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 where :func:`bf16_is_fast`, else float32."""
-    if dtype == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
-    return _DTYPES[dtype]
+def pick_dtype(
+    dtype: str, device: torch.device, checkpoint: torch.dtype = torch.float32
+) -> torch.dtype:
+    """The dtype the resident model computes in.
+
+    ``auto``: on a GPU the checkpoint's own 16-bit dtype (an fp16 model is not rounded to bf16),
+    bfloat16 for a float32 checkpoint; on a CPU with native bf16, bfloat16; elsewhere float32,
+    since emulated bf16 is slower than float32.
+    """
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda" and checkpoint in (torch.bfloat16, torch.float16):
+        return checkpoint
+    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
 
 
 class RowGroups(Protocol):
@@ -89,7 +96,7 @@ class HFEngine:
         model_dir: Path,
         *,
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
         batch_size: int = 16,
         population_batch_size: int | None = None,
         prefix_sharing: bool = True,
@@ -104,7 +111,7 @@ class HFEngine:
                 f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
             )
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = pick_dtype(dtype, self.device, checkpoint_dtype(self.base_dir))
         self.batch_size = batch_size
         # rows per forward when several children share passes (default: batch_size per child)
         self.population_batch_size = population_batch_size
@@ -116,11 +123,18 @@ class HFEngine:
         )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=self.dtype)
         if self.base_dir != self.model_dir:
+            # merged in the checkpoint's dtype, then cast: the same weights as the adapter's
+            # full export loaded in this dtype (merging in bf16 would round twice)
             from peft import PeftModel
 
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.base_dir, dtype=checkpoint_dtype(self.base_dir)
+            )
             self.model = PeftModel.from_pretrained(self.model, self.model_dir).merge_and_unload()
+            self.model.to(self.dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=self.dtype)
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
         # transformers 5.2x renamed the cache argument (``past_key_values`` -> ``cache``) and warns
@@ -444,16 +458,23 @@ class HFEngine:
             rows_of=rows_of,
         )
 
-    def save(self, out_dir: Path) -> None:
+    def save(self, out_dir: Path, exact: Mapping[str, torch.Tensor] | None = None) -> None:
         """Write the resident model as a standard HF directory, atomically.
 
         Weights are saved in the base checkpoint's dtype, whatever dtype the engine computes in.
+        ``exact``: tensors to write instead of the resident ones (by state-dict name; a tied
+        tensor takes its twin's), e.g. a merge computed in float32 while the engine runs in
+        bfloat16, so that an export is not rounded to the engine's dtype on the way.
         """
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        dtype = _checkpoint_dtype(self.base_dir)
-        weights = {k: v.detach().to("cpu", dtype) for k, v in self.model.state_dict().items()}
+        dtype = checkpoint_dtype(self.base_dir)
+        state = self.model.state_dict()
+        by_storage = {state[k].data_ptr(): v for k, v in (exact or {}).items()}
+        weights = {
+            k: by_storage.get(v.data_ptr(), v).detach().to("cpu", dtype) for k, v in state.items()
+        }
         self.model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
         cfg_file = tmp / "config.json"
@@ -499,13 +520,3 @@ def returned_cache(output: Any) -> Any:
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((text.find(s) for s in stop if s in text), default=-1)
     return text[:cut] if cut >= 0 else text
-
-
-def _checkpoint_dtype(model_dir: Path) -> torch.dtype:
-    """The dtype the base checkpoint declares (float32 if it declares none)."""
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return torch.float32
-    name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
-    return _DTYPES.get(str(name), torch.float32)

@@ -14,6 +14,7 @@ from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
 from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource, check_compatible
+from cycleqd.models.checkpoints import checkpoint_dtype
 from cycleqd.models.engine import HFEngine
 from cycleqd.search.loop import ProgressFn
 from cycleqd.tasks import build_task
@@ -85,7 +86,16 @@ class Session:
         )
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
-        """Write ``genome`` as a Hugging Face model directory."""
+        """Write ``genome`` as a Hugging Face model directory, in the base checkpoint's dtype.
+
+        When the engine computes in another dtype (bfloat16 under ``engine.dtype: auto`` with a
+        float32 checkpoint), the merged tensors are computed again in float32 for the file, so
+        an export does not depend on the dtype the search evaluated in.
+        """
         self.materialiser.load(genome)
-        self.engine.save(out_dir)
+        exact = None
+        saved = checkpoint_dtype(self.config.base_model)
+        if self.engine.dtype != saved:
+            exact = self.materialiser.weights(genome, saved)
+        self.engine.save(out_dir, exact)
         return str(out_dir)

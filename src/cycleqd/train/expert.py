@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import cycleqd
 from cycleqd.errors import CycleQDError
+from cycleqd.models.checkpoints import checkpoint_dtype
 from cycleqd.models.engine import bf16_is_fast, pick_device
 from cycleqd.progress import bar_columns
 from cycleqd.train.cache import expert_cache_key
@@ -35,7 +36,7 @@ from cycleqd.train.data import BuildOptions, build_conversations
 from cycleqd.train.loop import LoopSettings, train_loop
 from cycleqd.train.lora import add_lora, merge_lora
 from cycleqd.train.masking import Encoded, encode_conversation
-from cycleqd.train.save import checkpoint_dtype, read_training_record, save_expert
+from cycleqd.train.save import read_training_record, save_expert
 from cycleqd.train.spec import TrainSource, resolve_spec
 
 

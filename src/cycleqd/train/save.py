@@ -18,17 +18,6 @@ from typing import Any
 import torch
 
 TRAINING_FILE = "training.json"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def checkpoint_dtype(model_dir: Path) -> torch.dtype:
-    """The dtype a checkpoint's config declares (float32 if none)."""
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return torch.float32
-    name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
-    return _DTYPES.get(str(name), torch.float32)
 
 
 def read_training_record(out: Path) -> dict[str, Any] | None:
