@@ -13,6 +13,10 @@ same three merged into full bf16 checkpoints. For each expert form it runs the s
   run's metrics; ``kept_rank``: per expert, the median kept rank over its adapted tensors;
   ``basis_bytes``: the bases in memory.
 
+A last line extrapolates the memory model of docs/architecture.md to Llama-3-8B in bf16 with
+three rank-16 adapters and with three full fine-tunes at ``basis.max_rank`` 256: bytes of the
+resident model, the materialiser's base (on a GPU), the bases, and the totals on a GPU and a CPU.
+
 Usage::
 
     python benchmarks/scale_memory.py [--out DIR] [--hidden 2048 --layers 26 ...] [--forms ...]
@@ -158,6 +162,54 @@ def run_form(root: Path, built: dict, form: str, args: argparse.Namespace) -> di
     }
 
 
+# Llama-3-8B (hidden 4096, 32 layers, intermediate 14336, 8 KV heads of 128, vocabulary 128256)
+LLAMA3_8B = {
+    "layers": 32,
+    "block": {  # (out, in) of each linear module of a block
+        "q_proj": (4096, 4096),
+        "k_proj": (1024, 4096),
+        "v_proj": (1024, 4096),
+        "o_proj": (4096, 4096),
+        "gate_proj": (14336, 4096),
+        "up_proj": (14336, 4096),
+        "down_proj": (4096, 14336),
+    },
+    "embeddings": [(128256, 4096), (128256, 4096)],  # input embeddings and LM head (untied)
+    "norms": 2 * 32 + 1,
+    "hidden": 4096,
+}
+
+
+def extrapolate(experts: int = 3, adapter_rank: int = 16, max_rank: int = 256) -> dict:
+    """docs/architecture.md's memory model for Llama-3-8B in bf16 (bases' vectors in bf16,
+    singular values and 1-D task vectors in float32)."""
+    from cycleqd.merging.basis import stored_dtype
+
+    vec = torch.tensor([], dtype=stored_dtype(torch.bfloat16)).element_size()
+    m = LLAMA3_8B
+    block = [shape for shape in m["block"].values() for _ in range(m["layers"])]
+    params = sum(a * b for a, b in block + m["embeddings"]) + m["norms"] * m["hidden"]
+    model = 2 * params
+
+    def bases(shapes: list[tuple[int, int]], rank: int) -> int:
+        kept = [experts * min(rank, a, b) for a, b in shapes]
+        matrices = sum((a + b) * r * vec + 4 * r for (a, b), r in zip(shapes, kept, strict=True))
+        return matrices + 4 * experts * m["norms"] * m["hidden"]
+
+    out: dict[str, object] = {"benchmark": "scale_memory", "form": "llama-3-8b-extrapolated"}
+    out["model_bytes"] = model
+    for form, size in (
+        ("adapters_rank16", bases(block, adapter_rank)),
+        ("full_max_rank256", bases(block + m["embeddings"], max_rank)),
+    ):
+        out[form] = {
+            "basis_bytes": size,
+            "gpu_bytes": 2 * model + size,  # resident model + the base kept on the device
+            "cpu_bytes": model + size,  # the base read from the page cache, tensor by tensor
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/cycleqd-scale"))
@@ -178,6 +230,7 @@ def main() -> None:
     built = build(args.out, args)
     for form in args.forms:
         print(json.dumps(run_form(args.out, built, form, args)), flush=True)
+    print(json.dumps(extrapolate(adapter_rank=args.rank)), flush=True)
 
 
 if __name__ == "__main__":
