@@ -147,6 +147,37 @@ def test_lora_expert_directory_is_complete_and_in_the_base_dtype(
     assert not list(tmp_path.glob(".lora*"))  # no temp directory left behind
 
 
+def test_a_lora_expert_saved_as_its_adapter_is_the_merged_expert(
+    tiny_base: Path, fixed_reply_data: Path, tmp_path: Path
+) -> None:
+    """``save: adapter`` writes the peft adapter, naming its base by path: the same training
+    merged gives the same weights, the cache keys differ, and a search takes it as an expert."""
+    from cycleqd.merging.adapters import LoraSource, open_expert
+    from cycleqd.merging.sources import SafetensorsSource
+
+    settings = {"epochs": 2, "batch_size": 2, "lr": 1e-2, "progress": False}
+    merged = train_expert(tiny_base, [fixed_reply_data], tmp_path / "merged", **settings)
+    adapter = train_expert(
+        tiny_base, [fixed_reply_data], tmp_path / "adapter", save="adapter", **settings
+    )
+    assert adapter.cache_key != merged.cache_key and adapter.losses == merged.losses
+    out = tmp_path / "adapter"
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_base.resolve())
+    assert not (out / "model.safetensors").exists() and (out / "training.json").is_file()
+    base = SafetensorsSource(tiny_base)
+    source = open_expert(out, base)
+    assert isinstance(source, LoraSource)
+    full = SafetensorsSource(tmp_path / "merged")
+    for name in full.keys():  # noqa: SIM118 (a source, not a dict)
+        torch.testing.assert_close(source.get(name), full.get(name), rtol=1e-5, atol=1e-6)
+    again = train_expert(tiny_base, [fixed_reply_data], out, save="adapter", **settings)
+    assert again.skipped
+    task = CodeTask("code", CodeParams(data=fixed_reply_data, max_new_tokens=24))
+    engines = [HFEngine(d, dtype="float32") for d in (out, tmp_path / "merged")]
+    assert task.evaluate(engines[0]).quality == task.evaluate(engines[1]).quality
+
+
 def test_same_seed_same_weights_other_seed_other_weights(
     tiny_base: Path, fixed_reply_data: Path, tmp_path: Path
 ) -> None:

@@ -25,8 +25,11 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = Field(
-        default="lora", description="lora (merged into the weights on save) or full."
+    method: Literal["lora", "full"] = Field(default="lora", description="lora or full.")
+    save: Literal["merged", "adapter"] = Field(
+        default="merged",
+        description="LoRA: a full checkpoint with the adapters merged in, or the peft adapter "
+        "alone (megabytes; an expert wherever a model is expected, its base named by path).",
     )
     epochs: int = Field(default=1, ge=1, description="Passes over the training conversations.")
     lr: float | None = Field(
@@ -90,4 +93,6 @@ class TrainConfig(BaseModel):
         if self.method == "full":
             for key in ("lora_r", "lora_alpha", "lora_dropout", "target_modules"):
                 out.pop(key)
+        if self.save == "merged" or self.method == "full":  # the key merged experts always had
+            out.pop("save")
         return out

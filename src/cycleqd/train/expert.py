@@ -36,7 +36,7 @@ from cycleqd.train.data import BuildOptions, build_conversations
 from cycleqd.train.loop import LoopSettings, train_loop
 from cycleqd.train.lora import add_lora, merge_lora
 from cycleqd.train.masking import Encoded, encode_conversation
-from cycleqd.train.save import read_training_record, save_expert
+from cycleqd.train.save import read_training_record, save_adapter, save_expert
 from cycleqd.train.spec import TrainSource, resolve_spec
 
 
@@ -309,7 +309,8 @@ def train_expert(
             reference=model.disable_adapter if config.method == "lora" else None,
         )
 
-    final = merge_lora(model) if config.method == "lora" else model
+    as_adapter = config.method == "lora" and config.save == "adapter"
+    final = merge_lora(model) if config.method == "lora" and not as_adapter else model
     report = TrainReport(
         out=out,
         cache_key=key,
@@ -325,5 +326,8 @@ def train_expert(
         device=str(device),
         trainable_parameters=trainable,
     )
-    save_expert(final, tokenizer, out, checkpoint_dtype(base), report.to_record())
+    if as_adapter:
+        save_adapter(final, tokenizer, out, base, report.to_record())
+    else:
+        save_expert(final, tokenizer, out, checkpoint_dtype(base), report.to_record())
     return report

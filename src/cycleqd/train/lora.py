@@ -1,9 +1,9 @@
-"""LoRA adapters through peft, merged back into plain weights before saving.
+"""LoRA adapters through peft, saved as the adapter itself or merged into plain weights.
 
-Experts must be ordinary checkpoints: the merging layer computes task vectors as
-``expert - base`` tensor by tensor, so an adapter directory would be useless to it. LoRA is still
-the default because it trains a fraction of the parameters (fast on a CPU, no optimizer state for
-the full model) and gives low-rank task vectors, whose SVD bases are tiny (see DESIGN.md).
+LoRA is the default because it trains a fraction of the parameters (fast on a CPU, no optimizer
+state for the full model) and gives low-rank task vectors, whose bases come exactly from the
+adapter's factors (``merging/adapters.py``). ``save: merged`` writes a full checkpoint instead,
+for tools that take no adapters.
 """
 
 from __future__ import annotations

@@ -45,3 +45,25 @@ def save_expert(
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+def save_adapter(model: Any, tokenizer: Any, out: Path, base: Path, record: dict[str, Any]) -> None:
+    """A peft LoRA adapter directory (factors, ``adapter_config.json`` naming ``base`` by its
+    absolute path), tokenizer and record, written atomically like :func:`save_expert`.
+
+    Naming the base by path is what lets ``cycleqd run``, ``eval`` and ``merge`` take the
+    directory as an expert with nothing converted by hand; nothing is ever downloaded.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to("cpu")
+    for config in model.peft_config.values():
+        config.base_model_name_or_path = str(Path(base).resolve())
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
