@@ -6,6 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
+from cycleqd.errors import CycleQDError
 from cycleqd.evaluate import evaluate_model, evaluation_key, load_eval_config
 
 ROWS = [
@@ -60,3 +63,10 @@ def test_the_key_follows_model_content_not_its_path_or_card(tmp_path: Path, fami
     assert evaluation_key(copy, config) != evaluation_key(family["base"], config)
     limited = load_eval_config(None, [f"multiple_choice:{data}"], limit=1)
     assert evaluation_key(copy, limited) != evaluation_key(copy, config)
+
+
+def test_a_folder_that_holds_no_model_is_named(tmp_path: Path, family: dict) -> None:
+    config = load_eval_config(None, [f"likelihood:{family['data']['copy']}"], 2)
+    with pytest.raises(CycleQDError, match="not a Hugging Face model or peft adapter directory"):
+        evaluate_model(tmp_path / "missing", config, tmp_path / "results.json")
+    assert not (tmp_path / "results.json").exists()

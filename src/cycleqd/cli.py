@@ -329,9 +329,13 @@ def models_convert(
 @app.command("merge")
 def merge_cmd(
     method: Annotated[str, typer.Option(help="linear, task_arithmetic, ties, dare_ties, ...")],
-    experts: Annotated[list[Path], typer.Option(help="Expert model directories (repeatable).")],
+    experts: Annotated[
+        list[Path], typer.Option(help="Expert model or peft LoRA adapter directories (repeatable).")
+    ],
     out: Annotated[Path, typer.Option(help="Output Hugging Face model directory.")],
-    base: Annotated[Path | None, typer.Option(help="Base model (all but linear).")] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="Base model (all but linear; adapters are applied to it).")
+    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(help="Method parameter, e.g. weight=0.5,0.3 density=0.5 (repeatable)."),

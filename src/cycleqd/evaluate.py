@@ -115,6 +115,11 @@ def evaluate_model(
     from cycleqd.tasks import build_task
 
     emit = progress or (lambda message: None)
+    if not any((Path(model_dir) / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise CycleQDError(
+            f"{model_dir}: not a Hugging Face model or peft adapter directory "
+            "(no config.json or adapter_config.json)"
+        )
     key = evaluation_key(model_dir, config)
     if reuse and out.is_file():
         try:
