@@ -149,8 +149,11 @@ def merge(
     if info.uses_base and base is None:
         raise CycleQDError(f"merge method {method!r} needs a base model (--base)")
     # an adapter expert is applied to the given base, or to the one its adapter_config names
-    lora_bases = {e: Path(base) if base is not None else adapter_base(e) for e in experts}
-    lora_bases = {e: b for e, b in lora_bases.items() if b is not None and adapter_base(e)}
+    lora_bases = {
+        e: Path(base) if base is not None else adapter_base(e)
+        for e in experts
+        if (e / "adapter_config.json").is_file()
+    }
     base = Path(base) if base is not None and info.uses_base else None
     models = ([base] if base is not None else []) + experts
     _check_models([lora_bases.get(m, m) for m in models])

@@ -40,7 +40,8 @@ class MatrixBasis:
     """Concatenated singular bases of all experts for one tensor.
 
     ``U`` is ``(m, R)`` and ``Vh`` is ``(R, n)`` with ``R = sum_e r_e``; expert ``e`` owns columns
-    ``offsets[e]:offsets[e+1]`` and its own genome is ``S`` on that slice.
+    ``offsets[e]:offsets[e+1]`` and its own genome is ``S`` on that slice. ``U`` and ``Vh`` are
+    kept in a 16-bit checkpoint's dtype (:func:`stored_dtype`); use them widened to float32.
     """
 
     shape: tuple[int, ...]
