@@ -7,16 +7,19 @@ benchmarks' rows, the report), not the result: ``make demo`` measures that on Sm
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cycleqd.config import dump_config, load_config
 from cycleqd.demo.pipeline import Demo, DemoSettings, clean_output
 from cycleqd.demo.presets import PRESETS
 from cycleqd.demo.tables import constraint_text
+from cycleqd.progress import PlainProgress
 from cycleqd.tasks import build_task
 from cycleqd.tasks.multiple_choice import load_questions
 from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
@@ -60,7 +63,13 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         ablation=True,
         language_data=_language_file(tmp_path / "questions.jsonl"),
     )
-    rows = Demo(settings, say=messages.append).run()
+    log = io.StringIO()  # the demo's output going to a file: its progress comes as plain lines
+    with PlainProgress(console=Console(file=log, width=200), heartbeat=0.05) as bar:
+        rows = Demo(settings, say=messages.append, bar=bar).run()
+    progress = log.getvalue().splitlines()
+    assert any(x.startswith("train ") and x.endswith(" done") for x in progress), progress
+    assert any(x.startswith("cycleqd search ") and " best " in x for x in progress), progress
+    assert any(x.startswith("test evaluation ") for x in progress), progress
     names = [r["name"] for r in rows]
     assert names[0] == "base" and names[-2:] == ["CycleQD", "CycleQD (seed 1)"]
     assert {"expert: code", "expert: os", "expert: db", "fine-tune: all data"} <= set(names)

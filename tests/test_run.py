@@ -196,3 +196,17 @@ def test_corrupted_run_directory_names_the_file(finished_run: Path, tmp_path: Pa
     assert f"{victim}.safetensors" in msg
     msg = one_line_error(cli("resume", str(tmp_path / "nowhere")))
     assert "not found" in msg
+
+
+def test_progress_in_a_log_is_plain_lines_with_counts_and_eta(family: dict, tmp_path: Path) -> None:
+    """stderr is a pipe here, as in a CI log or ``nohup``: live bars would print nothing until
+    the end, so each phase and each generation is one plain line."""
+    config = write_config(tmp_path, family, generations=6, plot_every=0)
+    result = cli("run", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    generations = [x for x in lines if x.startswith("generation ")]
+    assert len(generations) == 6, result.stderr
+    assert " 6/6 best " in generations[-1] and "elapsed 0:" in generations[-1]
+    assert any(x.startswith("evaluating experts") for x in lines), result.stderr
+    assert "\x1b[" not in result.stderr  # no terminal control codes in a log

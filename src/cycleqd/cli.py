@@ -25,12 +25,11 @@ from typing import Annotated, Any, Literal, get_origin
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from cycleqd.errors import CycleQDError
-from cycleqd.progress import bar_columns
+from cycleqd.progress import progress_bar
 from cycleqd.schema import format_validation_error
 from cycleqd.train.config import TrainConfig
 
@@ -66,11 +65,8 @@ class RunProgress:
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.progress = Progress(
-            *bar_columns(description_style="bold"),
-            console=console,
-            transient=False,
-        )
+        # live bars in a terminal; plain lines with a heartbeat when stderr is a file or pipe
+        self.progress = progress_bar(console, description_style="bold")
         self.bar = self.progress.add_task("starting", total=total, info="")
         self.started = False
         self.live = False
@@ -377,20 +373,15 @@ def data_check(
         scripts=scripts, workers=workers, db_url=db_url, unsandboxed=unsandboxed
     )
     counts = {"passed": 0, "failed": 0, "unsupported": 0}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        job = bar.add_task(f"checking {data.name}", total=None)
+    with progress_bar(console) as bar:
+        job = bar.add_task(f"checking {data.name}", total=None, info="")
         for outcome in checker(data, options):
             counts[outcome.status] += 1
             if outcome.status != "passed" or verbose:
                 bar.console.print(
                     f"{outcome.status:<11} {outcome.sample_id}: {outcome.detail}", highlight=False
                 )
-            bar.update(job, description=f"checking {data.name}: " + _counts(counts))
+            bar.update(job, info=_counts(counts))
     console.print(_counts(counts), highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
@@ -677,7 +668,9 @@ def demo(
         language_constraint=language_constraint,
     )
     started = time.perf_counter()
-    Demo(settings, say=lambda m: console.print(m, highlight=False)).run()
+    # each stage's progress: live bars in a terminal, plain lines at least every 30 s in a log
+    with progress_bar(console, description_style="bold") as bar:
+        Demo(settings, say=lambda m: bar.console.print(m, highlight=False), bar=bar).run()
     console.print(f"demo done in {time.perf_counter() - started:.0f}s")
     typer.echo((out / "table.md").read_text())
     console.print(f"report: {out / 'report.html'}")

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.progress import Progress, TaskID
+
 from cycleqd.demo.baselines import build_merges, merge_label
 from cycleqd.demo.presets import Preset, ablations
 from cycleqd.demo.report import write_outputs
@@ -58,10 +60,17 @@ Say = Callable[[str], None]
 class Demo:
     """Runs the stages in order; :meth:`run` returns the table rows."""
 
-    def __init__(self, settings: DemoSettings, say: Say | None = None) -> None:
+    def __init__(
+        self, settings: DemoSettings, say: Say | None = None, bar: Progress | None = None
+    ) -> None:
+        """``bar``: where each stage's progress goes (``cycleqd.progress.progress_bar``: live
+        bars in a terminal, plain lines at least every half minute elsewhere); by default
+        none is shown."""
         self.s = settings
         self.p = settings.preset
         self.say = say or (lambda message: None)
+        self.bar = bar if bar is not None else Progress(disable=True)
+        self._stage: TaskID | None = None
         self.timings: dict[str, float] = {}
         self.out = settings.out
         # finished searches of this demo: a later one that differs only in its final stage (the
@@ -72,9 +81,27 @@ class Demo:
     def stage(self, name: str) -> Iterator[None]:
         self.say(f"[stage] {name}")
         started = time.perf_counter()
-        yield
+        self._stage = self.bar.add_task(name, total=None, info="")
+        try:
+            yield
+        finally:
+            self.bar.remove_task(self._stage)
+            self._stage = None
         self.timings[name] = round(time.perf_counter() - started, 1)
         self.say(f"[stage] {name}: {self.timings[name]:.1f}s")
+
+    def _progress(self, info: str, done: int | None = None, total: int | None = None) -> None:
+        """The running stage's progress: what it is doing, and how far when that is counted."""
+        if self._stage is None:
+            return
+        task = next(t for t in self.bar.tasks if t.id == self._stage)
+        if done is None:
+            self.bar.update(self._stage, info=info)
+        elif total != task.total or done < task.completed:
+            # a new count (the next search, a resumed one): the ETA starts from here
+            self.bar.reset(self._stage, total=total, completed=done, info=info)
+        else:
+            self.bar.update(self._stage, completed=done, total=total, info=info)
 
     # -- stages ----------------------------------------------------------------------------------
     def model(self) -> Path:
@@ -109,6 +136,7 @@ class Demo:
                 self._expert_dir(f"expert-{skill}"),
                 preset=self.p,
                 say=self.say,
+                bar=self.bar,
                 anchors=[data[other]["train"] for other in SKILLS if other != skill],
             )
             for skill in SKILLS
@@ -123,6 +151,7 @@ class Demo:
             self._expert_dir("all-data"),
             preset=self.p,
             say=self.say,
+            bar=self.bar,
         )
 
     def merges(
@@ -180,8 +209,13 @@ class Demo:
                     f"  generation {event['done']}/{self.p.generations} "
                     f"[{event['task']}] child {event['scores']} best {best}"
                 )
-            elif event.get("phase") == "seeding" and not event.get("shared"):
-                self.say(f"  expert {event['expert']} scored")
+                self._progress(f"{run_name} best {best}", event["done"], self.p.generations)
+            elif event.get("phase") == "seeding":
+                if not event.get("shared"):
+                    self.say(f"  expert {event['expert']} scored")
+                self._progress(f"{run_name}: expert {event['expert']} scored")
+            elif event.get("phase") == "basis":
+                self._progress(f"{run_name}: expert bases {event['done']}/{event['total']}")
 
         def announce(how: str) -> None:
             if how != "new":
@@ -219,7 +253,13 @@ class Demo:
                 {"name": LANGUAGE, "type": "multiple_choice", "params": _cloze(params, language)}
             )
         config = EvalConfig.model_validate({"tasks": tasks, "engine": self._engine()})
-        report = evaluate_model(model, config, self.out / where / name / "results.json", reuse=True)
+        report = evaluate_model(
+            model,
+            config,
+            self.out / where / name / "results.json",
+            reuse=True,
+            progress=lambda message: self._progress(f"{name}: {message}"),
+        )
         scores = {t: r["quality"] for t, r in report["tasks"].items()}
         reused = " (reused: same weights, data and code)" if report.get("reused") else ""
         self.say(f"  {name}: " + " ".join(f"{t}={q:.3f}" for t, q in scores.items()) + reused)
@@ -360,13 +400,15 @@ class Demo:
         language = self.language_file()
         with self.stage("test evaluation"):
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
-            for name, path in models:
+            for i, (name, path) in enumerate(models):
+                self._progress(f"{name}", i, len(models))
                 report = self.evaluate(_slug(name), path, test_files, "test", language=language)
                 rows.append(table_row(name, report, seed=self.p.seed))
         ablation_rows: list[dict[str, Any]] = []
         if variants:
             with self.stage("ablation test evaluation"):
-                for label, path, summ in variants:
+                for i, (label, path, summ) in enumerate(variants):
+                    self._progress(label, i, len(variants))
                     report = self.evaluate(_slug(label), path, test_files, "test-ablation")
                     ablation_rows.append(ablation_row(label, report, summ, seed=self.p.seed))
                 ours = next(r for r in rows if r["name"] == "CycleQD")

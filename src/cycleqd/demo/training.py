@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rich.progress import Progress
+
 from cycleqd.demo.presets import Preset
 
 
@@ -16,6 +18,7 @@ def train_cached(
     preset: Preset,
     say: Callable[[str], None],
     anchors: Sequence[Path] = (),
+    bar: Progress | None = None,
 ) -> Path:
     """Train (or reuse) a LoRA expert of ``base`` on the gold trajectories in ``files``.
 
@@ -36,7 +39,7 @@ def train_cached(
         max_len=preset.train_max_len,
         n_train=None,
         seed=preset.seed,
-        progress=False,
+        progress=bar if bar is not None else False,
     )
     if report.skipped:
         say(f"  {out.name}: cached ({out})")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import cycleqd
 from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import checkpoint_dtype
 from cycleqd.models.engine import bf16_is_fast, pick_device
-from cycleqd.progress import bar_columns
+from cycleqd.progress import progress_bar
 from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
 from cycleqd.train.data import BuildOptions, build_conversations
@@ -141,10 +141,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _progress(enabled: bool) -> AbstractContextManager[Progress | None]:
-    if not enabled:
-        return nullcontext(None)
-    return Progress(*bar_columns())
+@contextmanager
+def _progress(progress: bool | Progress) -> Iterator[Progress | None]:
+    """The bars of this training: its own (``True``), none, or a caller's (the demo's), to
+    which its tasks are added while it runs and from which they are taken at the end (a
+    display shows one live view at a time)."""
+    if not isinstance(progress, Progress):
+        with progress_bar() if progress else nullcontext(None) as bar:
+            yield bar
+        return
+    before = set(progress.task_ids)
+    try:
+        yield progress
+    finally:
+        for task in set(progress.task_ids) - before:
+            progress.remove_task(task)
 
 
 def _check_base(base: Path) -> None:
@@ -181,7 +192,7 @@ def train_expert(
     config: TrainConfig | None = None,
     *,
     force: bool = False,
-    progress: bool = True,
+    progress: bool | Progress = True,
     anchor_specs: Sequence[str | Path] = (),
     **overrides: Any,
 ) -> TrainReport:
