@@ -159,6 +159,10 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     metrics = (out / "cycleqd" / "metrics.jsonl").read_text()
     assert '"evaluation": "batched(' in metrics
     assert set(table["timings_s"]) >= {"experts", "cycleqd search", "test evaluation"}
+    # each stage's own peak memory (the high-water mark is reset at every stage on Linux)
+    assert set(table["peak_rss_gb"]) == set(table["timings_s"])
+    assert all(0 < gb < 24 for gb in table["peak_rss_gb"].values())
+    assert "peak memory (GB)" in (out / "report.html").read_text()
     assert table["cycleqd"]["generations"] == PRESETS["mini"].generations
     # selection saw validation files only; the table was made on the test files
     config = (out / "cycleqd" / "config.yaml").read_text()

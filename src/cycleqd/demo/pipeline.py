@@ -35,6 +35,7 @@ from cycleqd.demo.report import write_outputs
 from cycleqd.demo.skills import LANGUAGE, SKILLS
 from cycleqd.demo.tables import ablation_row, table_row, validation_of
 from cycleqd.errors import CycleQDError
+from cycleqd.resources import peak_rss_bytes, reset_peak
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Demo:
         self.bar = bar if bar is not None else Progress(disable=True)
         self._stage: TaskID | None = None
         self.timings: dict[str, float] = {}
+        self.peaks_gb: dict[str, float] = {}  # each stage's peak resident memory (this process)
         self.out = settings.out
         # finished searches of this demo: a later one that differs only in its final stage (the
         # ablation's final-merge and best_of variants) copies their archives instead of searching
@@ -81,6 +83,7 @@ class Demo:
     def stage(self, name: str) -> Iterator[None]:
         self.say(f"[stage] {name}")
         started = time.perf_counter()
+        reset_peak()
         self._stage = self.bar.add_task(name, total=None, info="")
         try:
             yield
@@ -88,7 +91,8 @@ class Demo:
             self.bar.remove_task(self._stage)
             self._stage = None
         self.timings[name] = round(time.perf_counter() - started, 1)
-        self.say(f"[stage] {name}: {self.timings[name]:.1f}s")
+        self.peaks_gb[name] = round(peak_rss_bytes() / 1e9, 2)
+        self.say(f"[stage] {name}: {self.timings[name]:.1f}s, peak {self.peaks_gb[name]:.2f} GB")
 
     def _progress(self, info: str, done: int | None = None, total: int | None = None) -> None:
         """The running stage's progress: what it is doing, and how far when that is counted."""
@@ -432,7 +436,15 @@ class Demo:
                     report = self.evaluate(_slug(name), path, real, "real", real=True)
                     real_rows.append(table_row(name, report, seed=self.p.seed))
         write_outputs(
-            self.out, self.p, self.timings, rows, real_rows, run_dir, summary, ablation_rows
+            self.out,
+            self.p,
+            self.timings,
+            rows,
+            real_rows,
+            run_dir,
+            summary,
+            ablation_rows,
+            peaks_gb=self.peaks_gb,
         )
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 

@@ -36,6 +36,8 @@ def write_outputs(
     run_dir: Path,
     summary: dict[str, Any],
     ablation_rows: list[dict[str, Any]] | None = None,
+    *,
+    peaks_gb: dict[str, float] | None = None,
 ) -> None:
     """Write the test table (``rows``), the real benchmarks' rows, the ablation and the notes
     on them to ``out``: ``table.json`` (everything, per-sample scores left out), ``table.md``
@@ -59,6 +61,7 @@ def write_outputs(
         "ablation": ablation,
         "language": language,
         "timings_s": timings,
+        "peak_rss_gb": peaks_gb or {},
         "cycleqd": {
             "generations": summary["generations_done"],
             "expert_scores_validation": summary["expert_scores"],
@@ -123,6 +126,7 @@ def write_outputs(
         + ([("Real benchmarks' development data", real_rows, tasks)] if real_rows else []),
         images=images,
         timings=timings,
+        peaks_gb=peaks_gb,
         transcripts=transcripts,
         notes=notes,
     )

@@ -94,11 +94,13 @@ def write_report(
     tables: Sequence[tuple[Any, ...]],
     images: Sequence[tuple[str, Path]] = (),
     timings: Mapping[str, float] | None = None,
+    peaks_gb: Mapping[str, float] | None = None,
     transcripts: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
     """Write the page; ``tables`` are (heading, rows, tasks) or (heading, rows, tasks, after)
-    (see :func:`table_html`), ``images`` (caption, png)."""
+    (see :func:`table_html`), ``images`` (caption, png); ``peaks_gb``: each stage's peak
+    resident memory, a column of the timings table."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
@@ -116,11 +118,17 @@ def write_report(
                 parts.append(f"<figure>{_img(path, caption)}<figcaption>")
                 parts.append(f"{html.escape(caption)}</figcaption></figure>")
     if timings:
-        parts.append("<h2>Stage timings</h2><table><tr><th>stage</th><th>seconds</th></tr>")
+        peaks = peaks_gb or {}
+        head = "<th>peak memory (GB)</th>" if peaks else ""
+        parts.append(f"<h2>Stage timings</h2><table><tr><th>stage</th><th>seconds</th>{head}</tr>")
         for stage, seconds in timings.items():
-            parts.append(f"<tr><td>{html.escape(stage)}</td><td>{seconds:.1f}</td></tr>")
+            peak = (
+                (f"<td>{peaks[stage]:.2f}</td>" if stage in peaks else "<td></td>") if peaks else ""
+            )
+            parts.append(f"<tr><td>{html.escape(stage)}</td><td>{seconds:.1f}</td>{peak}</tr>")
         total = sum(timings.values())
-        parts.append(f"<tr><td>total</td><td>{total:.1f}</td></tr></table>")
+        most = f"<td>{max(peaks.values()):.2f}</td>" if peaks else ""
+        parts.append(f"<tr><td>total</td><td>{total:.1f}</td>{most}</tr></table>")
     if transcripts:
         parts.append("<h2>Transcripts</h2>")
         for name, records in transcripts.items():
