@@ -11,6 +11,7 @@ whose process was killed (the out-of-memory killer) gives ``killed_by_signal``.
 Usage::
 
     python benchmarks/train_memory.py [--model DIR] [--lengths 256 512 1024 2048] [--steps 2]
+        [--max-batch-tokens N]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 DEFAULT_MODEL = Path.home() / ".cache" / "cycleqd" / "models" / "smollm2-135m-instruct"
 
 
-def child(model_dir: Path, length: int, steps: int) -> dict:
+def child(model_dir: Path, length: int, steps: int, max_batch_tokens: int | None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -59,6 +60,7 @@ def child(model_dir: Path, length: int, steps: int) -> dict:
         seed=0,
         anchor_weight=1.0,
         anchor_batch=4,
+        max_batch_tokens=max_batch_tokens,
         autocast=torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else None,
     )
     reset_peak()
@@ -78,6 +80,7 @@ def child(model_dir: Path, length: int, steps: int) -> dict:
         "tokens": length,
         "batch": 8,
         "anchor_batch": 4,
+        "max_batch_tokens": max_batch_tokens,
         "loaded_rss_bytes": loaded,
         "peak_rss_bytes": peak_rss_bytes(),
         "seconds_per_step": round(seconds, 2),
@@ -90,15 +93,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument(
+        "--max-batch-tokens", type=int, help="train's max_batch_tokens (micro-batches)"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.model, args.child, args.steps)), flush=True)
+        result = child(args.model, args.child, args.steps, args.max_batch_tokens)
+        print(json.dumps(result), flush=True)
         return
     if not (args.model / "config.json").is_file():
         raise SystemExit(f"{args.model}: no model; run: cycleqd models fetch smollm2-135m-instruct")
     for length in args.lengths:
         cmd = [sys.executable, __file__, "--model", str(args.model), "--steps", str(args.steps)]
+        if args.max_batch_tokens:
+            cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
         done = subprocess.run([*cmd, "--child", str(length)], capture_output=True, text=True)
         if done.returncode < 0:  # killed: on this machine, by the kernel's out-of-memory killer
             failed = {

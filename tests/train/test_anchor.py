@@ -193,3 +193,41 @@ def test_cli_anchor_weight_without_anchors_is_a_user_error(tiny_base: Path, tmp_
     assert res.returncode == 2, res.stderr
     assert "--anchor-weight needs at least one --anchor" in res.stdout + res.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_micro_batches_give_the_whole_batchs_step(
+    tiny_base: Path, skills: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``max_batch_tokens`` splits each batch (and its anchors) into passes of at most that many
+    padded tokens whose gradients add up to the batch's: the same training up to float rounding
+    (dropout off: its masks are drawn per pass), and a key of its own."""
+    from safetensors.torch import load_file
+
+    from cycleqd.train.loop import learned_positions, micro_batches
+
+    own, other = skills
+    rows = encoded(tiny_base, own)
+    width = max(len(r.input_ids) for r in rows)
+    parts = micro_batches(rows, 0, width, share_prefix=True)  # one row per pass
+    assert len(parts) == len(rows)
+    whole = collate(rows, 0)
+    assert sum(learned_positions(p) for p in parts) == learned_positions(whole)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    with torch.no_grad():
+        _, targets = learned_logits(model, whole, torch.device("cpu"))
+    assert learned_positions(whole) == len(targets)
+    settings = {"epochs": 3, "progress": False, "lora_dropout": 0.0, **LORA}
+    anchored = {"anchor_specs": [str(other)], "anchor_weight": 1.0, "anchor_batch": 2}
+    one = train_expert(tiny_base, [own], tmp_path / "one", **settings, **anchored)
+    split = train_expert(
+        tiny_base, [own], tmp_path / "split", max_batch_tokens=width, **settings, **anchored
+    )
+    assert split.cache_key != one.cache_key
+    assert split.losses == pytest.approx(one.losses, rel=1e-4)
+    a, b = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "split" / "model.safetensors"),
+    )
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a[n], load_file(tiny_base / "model.safetensors")[n]) for n in a)

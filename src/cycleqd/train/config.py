@@ -63,6 +63,13 @@ class TrainConfig(BaseModel):
         "data; 0: plain fine-tuning, the paper's).",
     )
     anchor_batch: int = Field(default=4, ge=1, description="Anchor conversations per step.")
+    max_batch_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many padded tokens per forward pass: longer batches are split "
+        "into micro-batches whose gradients add up to the batch's (bounds training's peak "
+        "memory, about 3 MB per token for SmolLM2-135M; none: a batch in one pass).",
+    )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
         description="Matmul precision: bfloat16 autocast (weights and optimizer stay float32) or "
@@ -95,4 +102,6 @@ class TrainConfig(BaseModel):
                 out.pop(key)
         if self.save == "merged" or self.method == "full":  # the key merged experts always had
             out.pop("save")
+        if self.max_batch_tokens is None:  # one pass per batch: the key it always had
+            out.pop("max_batch_tokens")
         return out

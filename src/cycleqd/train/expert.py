@@ -299,6 +299,7 @@ def train_expert(
             max_grad_norm=config.max_grad_norm,
             anchor_weight=config.anchor_weight,
             anchor_batch=config.anchor_batch,
+            max_batch_tokens=config.max_batch_tokens,
             autocast=torch.bfloat16 if config.precision == "bfloat16" else None,
         )
         step_task = bar.add_task("train", total=None, info="") if bar else None

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,9 @@ class LoopSettings:
     anchor_weight: float = 0.0  # weight of the KL to the base on the anchor conversations
     anchor_batch: int = 4  # anchor conversations per step
     length_window: int = WINDOW_BATCHES  # batches per length-sorted window (plan_batches)
+    # at most this many padded tokens per forward pass: a batch is split into micro-batches whose
+    # gradients add up to the whole batch's (None: the batch in one pass, as always)
+    max_batch_tokens: int | None = None
 
 
 def learned_logits(
@@ -93,24 +97,105 @@ def batch_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> to
 
 
 def anchor_divergence(
-    model: torch.nn.Module, batch: Batch, device: torch.device, reference: Reference
+    model: torch.nn.Module,
+    batch: Batch,
+    device: torch.device,
+    reference: Reference,
+    positions: int | None = None,
 ) -> torch.Tensor:
-    """KL(base || model) averaged over reply positions; ``reference`` gives the base's outputs."""
+    """KL(base || model) averaged over reply positions; ``reference`` gives the base's outputs.
+
+    ``positions``: divide the summed divergence by this many positions instead of the batch's
+    own (a micro-batch's share of its whole batch's mean).
+    """
     with torch.no_grad(), reference():
         base_logits, _ = learned_logits(model, batch, device)
     logits, _ = learned_logits(model, batch, device)
-    return F.kl_div(
+    if positions is None:
+        return F.kl_div(
+            F.log_softmax(logits.float(), -1),
+            F.log_softmax(base_logits.float(), -1),
+            log_target=True,
+            reduction="batchmean",
+        )
+    summed = F.kl_div(
         F.log_softmax(logits.float(), -1),
         F.log_softmax(base_logits.float(), -1),
         log_target=True,
-        reduction="batchmean",
+        reduction="sum",
     )
+    return summed / positions
+
+
+def micro_batches(
+    rows: Sequence[Encoded], pad_id: int, max_tokens: int | None, *, share_prefix: bool
+) -> list[Batch]:
+    """``rows`` collated into consecutive micro-batches of at most ``max_tokens`` padded tokens
+    each (one row per micro-batch at least); one batch of all rows when ``max_tokens`` is None.
+
+    Why: activations grow with the tokens of a forward pass (about 3 MB per token for
+    SmolLM2-135M with LoRA and bf16 autocast, ``benchmarks/train_memory.py``), so a batch of
+    long agent conversations is what sets training's peak memory.
+    """
+    if max_tokens is None:
+        return [collate(rows, pad_id, share_prefix=share_prefix)]
+    groups: list[list[Encoded]] = []
+    for row in rows:
+        group = groups[-1] if groups else None
+        if group is not None:
+            width = max(len(row.input_ids), *(len(r.input_ids) for r in group))
+            if width * (len(group) + 1) <= max_tokens:
+                group.append(row)
+                continue
+        groups.append([row])
+    return [collate(g, pad_id, share_prefix=share_prefix) for g in groups]
+
+
+def learned_positions(batch: Batch) -> int:
+    """The positions :func:`learned_logits` returns for ``batch`` (each learned token after the
+    first position of the part it computes)."""
+    return int((batch.labels[:, batch.prefix + 1 :] != IGNORE).sum())
 
 
 def _anchor_batches(anchors: Sequence[Encoded], settings: LoopSettings) -> Iterator[list[int]]:
     """Anchor batches without end: one seeded pass over the anchors after another."""
     for cycle in itertools.count():
         yield from plan_batches(anchors, settings.anchor_batch, settings.seed + 7919, cycle)
+
+
+def _accumulate(
+    model: torch.nn.Module,
+    rows: Sequence[Encoded],
+    anchor_rows: Sequence[Encoded],
+    settings: LoopSettings,
+    pad_id: int,
+    device: torch.device,
+    autocast: AbstractContextManager[Any],
+    reference: Reference | None,
+) -> torch.Tensor:
+    """One step's gradients in micro-batches of ``settings.max_batch_tokens``: each adds its
+    share of the batch's mean cross-entropy (and of the anchors' mean divergence), so the sum is
+    the gradient of the whole batch's loss. Returns that batch's skill loss (detached)."""
+    share = settings.share_prefix
+    parts = micro_batches(rows, pad_id, settings.max_batch_tokens, share_prefix=share)
+    learned = sum(learned_positions(b) for b in parts)
+    skill = torch.zeros((), device=device)
+    for batch in parts:
+        with autocast:
+            logits, targets = learned_logits(model, batch, device)
+            part = F.cross_entropy(logits.float(), targets, reduction="sum") / learned
+        part.backward()
+        skill += part.detach()
+    if anchor_rows and reference is not None:
+        anchor_parts = micro_batches(
+            anchor_rows, pad_id, settings.max_batch_tokens, share_prefix=share
+        )
+        positions = sum(learned_positions(b) for b in anchor_parts)
+        for batch in anchor_parts:
+            with autocast:
+                divergence = anchor_divergence(model, batch, device, reference, positions)
+            (settings.anchor_weight * divergence).backward()
+    return skill
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -165,17 +250,27 @@ def train_loop(
             samples, settings.batch_size, settings.seed, epoch, settings.length_window
         )
         for index in plan:
-            batch = collate([samples[i] for i in index], pad_id, share_prefix=settings.share_prefix)
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * lr_factor(step, total, warmup, settings.min_lr_ratio)
-            with autocast:
-                skill = loss = batch_loss(model, batch, device)
-                if anchor_plan is not None and reference is not None:
-                    rows = [anchors[i] for i in next(anchor_plan)]
-                    anchor = collate(rows, pad_id, share_prefix=settings.share_prefix)
-                    divergence = anchor_divergence(model, anchor, device, reference)
-                    loss = loss + settings.anchor_weight * divergence
-            loss.backward()
+            rows = [samples[i] for i in index]
+            anchor_rows = (
+                [anchors[i] for i in next(anchor_plan)]
+                if anchor_plan is not None and reference is not None
+                else []
+            )
+            if settings.max_batch_tokens is None:
+                batch = collate(rows, pad_id, share_prefix=settings.share_prefix)
+                with autocast:
+                    skill = loss = batch_loss(model, batch, device)
+                    if anchor_rows and reference is not None:
+                        anchor = collate(anchor_rows, pad_id, share_prefix=settings.share_prefix)
+                        divergence = anchor_divergence(model, anchor, device, reference)
+                        loss = loss + settings.anchor_weight * divergence
+                loss.backward()
+            else:
+                skill = _accumulate(
+                    model, rows, anchor_rows, settings, pad_id, device, autocast, reference
+                )
             if settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
