@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
         ge=1,
         description="At most this many padded tokens per forward pass: longer batches are split "
         "into micro-batches whose gradients add up to the batch's (bounds training's peak "
-        "memory, about 3 MB per token for SmolLM2-135M; none: a batch in one pass).",
+        "memory, 3 to 6 MB per token for SmolLM2-135M; none: a batch in one pass).",
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",

@@ -133,7 +133,7 @@ def micro_batches(
     """``rows`` collated into consecutive micro-batches of at most ``max_tokens`` padded tokens
     each (one row per micro-batch at least); one batch of all rows when ``max_tokens`` is None.
 
-    Why: activations grow with the tokens of a forward pass (about 3 MB per token for
+    Why: activations grow with the tokens of a forward pass (3 to 6 MB per token for
     SmolLM2-135M with LoRA and bf16 autocast, ``benchmarks/train_memory.py``), so a batch of
     long agent conversations is what sets training's peak memory.
     """
