@@ -336,7 +336,9 @@ def merge_cmd(
         list[str] | None,
         typer.Option(help="Method parameter, e.g. weight=0.5,0.3 density=0.5 (repeatable)."),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[
+        str, typer.Option(help="auto (the base checkpoint's), float32, bfloat16 or float16.")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
     """A merge baseline through mergekit (task arithmetic, TIES, DARE, ...)."""

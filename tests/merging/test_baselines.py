@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import perturbed_copy, write_model_family
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cycleqd.errors import CycleQDError
@@ -217,3 +218,19 @@ def test_tied_embeddings_survive_a_merge(tmp_path: Path) -> None:
     key = "model.embed_tokens.weight"
     b, e1, e2 = (_state(p)[key] for p in (tmp_path / "base", *experts))
     torch.testing.assert_close(merged.state_dict()[key], b + 0.5 * (e1 - b) + 0.5 * (e2 - b))
+
+
+def test_a_merge_keeps_the_checkpoints_dtype_unless_told(tmp_path: Path) -> None:
+    """``dtype: auto`` (the default) writes a bf16 base's merge in bf16, not twice its size."""
+    tok = build_char_tokenizer()
+    for name, seed in (("base", 0), ("a", 1), ("b", 2)):
+        model = build_random_model("llama", tok, seed=seed).to(torch.bfloat16)
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    experts = [tmp_path / "a", tmp_path / "b"]
+    out = merge("task_arithmetic", tmp_path / "base", experts, tmp_path / "auto")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    weights = load_file(out / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.bfloat16}
+    wide = merge("linear", None, experts, tmp_path / "wide", dtype="float32")
+    assert {w.dtype for w in load_file(wide / "model.safetensors").values()} == {torch.float32}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.checkpoints import adapter_base
+from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
 
 __all__ = ["METHODS", "MethodInfo", "describe_method", "merge", "parse_params"]
 
@@ -130,7 +130,7 @@ def merge(
     out: Path,
     params: Mapping[str, Any] | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     overwrite: bool = False,
 ) -> Path:
     """Merge ``experts`` (fine-tuned from ``base``) with ``method`` into the directory ``out``.
@@ -140,7 +140,7 @@ def merge(
     ``linear`` is the plain mean and ``task_arithmetic`` adds every task vector in full. The
     output is built in a temporary sibling directory and renamed into place, so ``out`` is
     either complete or absent; an existing non-empty ``out`` is an error unless ``overwrite``.
-    Returns ``out``.
+    ``dtype`` ``auto`` writes the base checkpoint's dtype. Returns ``out``.
     """
     info = describe_method(method)
     experts = [Path(e) for e in experts]
@@ -170,6 +170,10 @@ def merge(
         raise CycleQDError(f"output directory {out} already exists and is not empty")
     if out.resolve() in {m.resolve() for m in models}:
         raise CycleQDError(f"output directory {out} is one of the models being merged")
+    # the model whose config, generation config and (with ``auto``) dtype the merge takes
+    donor = base if base is not None else lora_bases.get(experts[0], experts[0])
+    if dtype == "auto":  # the checkpoints' own: a bf16 model's merge is not twice its size
+        dtype = str(checkpoint_dtype(donor)).removeprefix("torch.")
     config = _merge_config(method, base, experts, lora_bases, shared, per_expert, dtype)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +195,6 @@ def merge(
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc
         _modern_dtype_key(build / "config.json")
-        donor = base if base is not None else lora_bases.get(experts[0], experts[0])
         for name in ("generation_config.json",):
             if (donor / name).is_file() and not (build / name).exists():
                 shutil.copy2(donor / name, build / name)
