@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,35 @@ def read_training_record(out: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def save_expert(
-    model: Any, tokenizer: Any, out: Path, dtype: torch.dtype, record: dict[str, Any]
-) -> None:
-    """Weights (safetensors), config, generation config, tokenizer + chat template, record."""
+@contextmanager
+def _atomically(out: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``out`` to fill, renamed to ``out`` when the block ends."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.to("cpu", dtype)
-    model.config.dtype = dtype
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    yield tmp
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+def _write_rest(folder: Path, tokenizer: Any, record: dict[str, Any]) -> None:
+    """The tokenizer (with its chat template) and ``training.json``, last: a folder with the
+    record is a finished one."""
+    tokenizer.save_pretrained(folder)
+    (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def save_expert(
+    model: Any, tokenizer: Any, out: Path, dtype: torch.dtype, record: dict[str, Any]
+) -> None:
+    """Weights (safetensors), config, generation config, tokenizer + chat template, record."""
+    with _atomically(out) as tmp:
+        model.to("cpu", dtype)
+        model.config.dtype = dtype
+        model.save_pretrained(tmp, safe_serialization=True)
+        _write_rest(tmp, tokenizer, record)
 
 
 def save_adapter(model: Any, tokenizer: Any, out: Path, base: Path, record: dict[str, Any]) -> None:
@@ -54,16 +69,9 @@ def save_adapter(model: Any, tokenizer: Any, out: Path, base: Path, record: dict
     Naming the base by path is what lets ``cycleqd run``, ``eval`` and ``merge`` take the
     directory as an expert with nothing converted by hand; nothing is ever downloaded.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to("cpu")
-    for config in model.peft_config.values():
-        config.base_model_name_or_path = str(Path(base).resolve())
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with _atomically(out) as tmp:
+        model.to("cpu")
+        for config in model.peft_config.values():
+            config.base_model_name_or_path = str(Path(base).resolve())
+        model.save_pretrained(tmp, safe_serialization=True)
+        _write_rest(tmp, tokenizer, record)
