@@ -672,7 +672,11 @@ def demo(
     started = time.perf_counter()
     # each stage's progress: live bars in a terminal, plain lines at least every 30 s in a log
     with progress_bar(console, description_style="bold") as bar:
-        Demo(settings, say=lambda m: bar.console.print(m, highlight=False), bar=bar).run()
+
+        def say(message: str) -> None:  # soft wrap: one message, one line of a log
+            bar.console.print(message, highlight=False, soft_wrap=True)
+
+        Demo(settings, say=say, bar=bar).run()
     console.print(f"demo done in {time.perf_counter() - started:.0f}s")
     typer.echo((out / "table.md").read_text())
     console.print(f"report: {out / 'report.html'}")
