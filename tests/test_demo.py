@@ -78,6 +78,9 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
     # each expert is anchored to the base on the other two skills' training files; the all-data
     # fine-tune, trained on all three, has no anchors
     experts = settings.experts_cache / "mini"
+    # the mini preset keeps its experts as peft adapters: every stage takes them as they are
+    assert (experts / "expert-os" / "adapter_config.json").is_file()
+    assert not (experts / "expert-os" / "model.safetensors").exists()
     record = json.loads((experts / "expert-os" / "training.json").read_text())
     assert record["hyperparameters"]["anchor_weight"] == 1.0
     assert sorted(Path(a["spec"]).name for a in record["anchors"]) == [

@@ -43,6 +43,10 @@ class Preset:
     # (``anchor_weight`` of TrainConfig; 0: plain fine-tuning, the paper's experts)
     anchor_weight: float = 0.0
     train_max_len: int = 2048  # tokens; longer conversations are dropped (and counted)
+    # how the LoRA experts and the all-data fine-tune are kept: ``merged`` into full checkpoints,
+    # or as their peft ``adapter`` (train-expert's ``save``); the search, merges and evaluations
+    # take either
+    expert_form: str = "merged"
     batch_size: int = 16
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)
     real_limit: int | None = 30

@@ -39,6 +39,7 @@ def train_cached(
         max_len=preset.train_max_len,
         n_train=None,
         seed=preset.seed,
+        save=preset.expert_form,
         progress=bar if bar is not None else False,
     )
     if report.skipped:

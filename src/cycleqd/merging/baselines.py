@@ -190,7 +190,15 @@ def merge(
         )
         build = Path(tmp) / "merged"
         try:
-            with _preserved_rng(), _one_thread(seed is not None), _without_torch_dtype_notice():
+            with (
+                _preserved_rng(),
+                _one_thread(seed is not None),
+                _without_torch_dtype_notice(),
+                warnings.catch_warnings(),
+            ):
+                # peft (loading an adapter expert for mergekit) calls a transformers API that
+                # 5.x deprecates; the notice is theirs, not the user's to act on
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
                 mergekit_module("merge").run_merge(config, str(build), options=options)
         except Exception as exc:
             raise CycleQDError(f"mergekit failed to merge with {method!r}: {exc}") from exc

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
@@ -131,7 +132,10 @@ class HFEngine:
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.base_dir, dtype=checkpoint_dtype(self.base_dir)
             )
-            self.model = PeftModel.from_pretrained(self.model, self.model_dir).merge_and_unload()
+            with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x
+                warnings.simplefilter("ignore", FutureWarning)
+                adapted = PeftModel.from_pretrained(self.model, self.model_dir)
+            self.model = adapted.merge_and_unload()
             self.model.to(self.dtype)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=self.dtype)
