@@ -112,7 +112,9 @@ class HFEngine:
                 f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
             )
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device, checkpoint_dtype(self.base_dir))
+        # the dtype the base is stored in: what the engine loads adapters in and saves in
+        self.checkpoint_dtype = checkpoint_dtype(self.base_dir)
+        self.dtype = pick_dtype(dtype, self.device, self.checkpoint_dtype)
         self.batch_size = batch_size
         # rows per forward when several children share passes (default: batch_size per child)
         self.population_batch_size = population_batch_size
@@ -130,7 +132,7 @@ class HFEngine:
             from peft import PeftModel
 
             self.model = AutoModelForCausalLM.from_pretrained(
-                self.base_dir, dtype=checkpoint_dtype(self.base_dir)
+                self.base_dir, dtype=self.checkpoint_dtype
             )
             with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x
                 warnings.simplefilter("ignore", FutureWarning)
@@ -473,7 +475,7 @@ class HFEngine:
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        dtype = checkpoint_dtype(self.base_dir)
+        dtype = self.checkpoint_dtype
         state = self.model.state_dict()
         by_storage = {state[k].data_ptr(): v for k, v in (exact or {}).items()}
         weights = {

@@ -14,7 +14,6 @@ from cycleqd.merging.basis import ExpertBasis, load_or_build_basis
 from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource, check_compatible
-from cycleqd.models.checkpoints import checkpoint_dtype
 from cycleqd.models.engine import HFEngine
 from cycleqd.search.loop import ProgressFn
 from cycleqd.tasks import build_task
@@ -94,7 +93,7 @@ class Session:
         """
         self.materialiser.load(genome)
         exact = None
-        saved = checkpoint_dtype(self.config.base_model)
+        saved = self.engine.checkpoint_dtype
         if self.engine.dtype != saved:
             exact = self.materialiser.weights(genome, saved)
         self.engine.save(out_dir, exact)
