@@ -91,10 +91,10 @@ class Session:
         float32 checkpoint), the merged tensors are computed again in float32 for the file, so
         an export does not depend on the dtype the search evaluated in.
         """
-        self.materialiser.load(genome)
-        exact = None
         saved = self.engine.checkpoint_dtype
-        if self.engine.dtype != saved:
-            exact = self.materialiser.weights(genome, saved)
-        self.engine.save(out_dir, exact)
+        if self.engine.dtype == saved:
+            self.materialiser.load(genome)  # the resident weights are the file's
+            self.engine.save(out_dir)
+        else:  # every merged tensor is given, so loading it into the resident model is moot
+            self.engine.save(out_dir, self.materialiser.weights(genome, saved))
         return str(out_dir)
