@@ -32,10 +32,11 @@ def write_model_family(
     n_experts: int = 3,
     hidden: int = 32,
     intermediate: int = 64,
+    heads: int = 4,
 ) -> dict:
     """A base model directory and ``n_experts`` expert directories sharing its tokenizer."""
     tok = build_char_tokenizer()
-    size = {"hidden": hidden, "intermediate": intermediate, "layers": 2}
+    size = {"hidden": hidden, "intermediate": intermediate, "layers": 2, "heads": heads}
     base = build_random_model(arch, tok, seed=0, **size)
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")

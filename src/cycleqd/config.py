@@ -183,6 +183,12 @@ class BasisConfig(StrictModel):
 class EngineConfig(StrictModel):
     """The resident inference model."""
 
+    kind: Literal["hf", "vllm"] = Field(
+        default="hf",
+        description="hf: transformers' model with cycleqd's batched greedy loop (several "
+        "children can share forward passes); vllm: vLLM (pip install 'cycleqd[vllm]'), one "
+        "child at a time, its weights reloaded in place.",
+    )
     device: str = Field(default="auto", description="auto: CUDA when available; cpu; cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
@@ -195,6 +201,20 @@ class EngineConfig(StrictModel):
         ge=1,
         description="Rows per forward pass when several children share passes "
         "(executor.children_per_batch > 1); default: batch_size per child.",
+    )
+    vllm_kv_cache_gb: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="kind: vllm: memory for keys and values (vLLM would otherwise take most "
+        "of the machine's, or 90% of the GPU's).",
+    )
+    vllm_max_model_len: int | None = Field(
+        default=None, ge=16, description="kind: vllm: context length (default: the model's)."
+    )
+    vllm_compile: bool = Field(
+        default=True,
+        description="kind: vllm: torch.compile the model (faster steps; about a minute of "
+        "start-up on first use, cached after); false runs eagerly.",
     )
 
 
@@ -270,6 +290,12 @@ class RunConfig(StrictModel):
             seen = {n for n in names if names.count(n) > 1}
             if seen:
                 raise ValueError(f"duplicate {kind} name {sorted(seen)[0]!r}")
+        if self.engine.kind == "vllm" and self.executor.children_per_batch > 1:
+            raise ValueError(
+                "engine.kind: vllm evaluates one child at a time; executor.children_per_batch "
+                f"{self.executor.children_per_batch} (children sharing forward passes) needs "
+                "engine.kind: hf"
+            )
         return self
 
     def task_experts(self) -> list[int]:

@@ -111,7 +111,7 @@ def evaluate_model(
     weights, tasks, data and code) and its transcripts, return them without evaluating; the
     report then says ``"reused": true``.
     """
-    from cycleqd.models.engine import HFEngine
+    from cycleqd.models.engines import open_engine
     from cycleqd.tasks import build_task
 
     emit = progress or (lambda message: None)
@@ -136,12 +136,7 @@ def evaluate_model(
             return {**stored, "reused": True}
     tasks = [build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)]
     emit("loading model")
-    engine = HFEngine(
-        model_dir,
-        device=config.engine.device,
-        dtype=config.engine.dtype,
-        batch_size=config.engine.batch_size,
-    )
+    engine = open_engine(model_dir, **config.engine.model_dump())
     results: dict[str, Any] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     for task in tasks:

@@ -2,10 +2,13 @@
 
 No model is re-instantiated and nothing touches the disk: ``theta = theta_base + tau(genome)`` is
 computed per tensor on the model's device and copied into the existing parameter. Peak extra
-memory is one tensor's worth.
+memory is one tensor's worth. An engine whose parameters are not the checkpoint's tensors (vLLM
+fuses and repacks them) takes the computed tensors through a writer instead, by checkpoint name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -40,12 +43,13 @@ class Materialiser:
         self,
         basis: ExpertBasis,
         base: StateSource,
-        module: nn.Module,
+        module: nn.Module | None,
         device: torch.device,
         *,
         combine: Combine = "sum",
         density: float = 0.5,
         keep_base: bool | None = None,
+        writer: Callable[[Iterable[tuple[str, torch.Tensor]]], None] | None = None,
     ) -> None:
         """``combine``/``density``: how a genome's per-expert parts form its task vector
         (``basis.combine``; see :func:`~cycleqd.merging.genome.task_vector`).
@@ -55,11 +59,18 @@ class Materialiser:
         safetensors base is instead read one tensor at a time whenever it is needed, from the
         page cache, so the process holds the resident model once, not twice (measured with
         ``benchmarks/scale_memory.py``).
+
+        ``writer`` (instead of ``module``): receives every tensor of a genome, by checkpoint
+        name, in float32 (the vLLM engine's in-place reload). Every tensor is given each time,
+        since such an engine prepares a fused layer again only when all its parts arrive.
         """
+        if (module is None) == (writer is None):
+            raise ValueError("give the materialiser a module or a writer, not both")
         self.basis = basis
         self.combine: Combine = combine
         self.density = density
         self.module = module
+        self.writer = writer
         self.device = device
         self._targets: dict[str, torch.Tensor] = {}
         self._base: dict[str, torch.Tensor] = {}
@@ -69,13 +80,14 @@ class Materialiser:
             keep_base = device.type != "cpu" or not isinstance(base, SafetensorsSource)
         self.keep_base = keep_base
         for name in basis.names:
-            target = resolve_tensor(module, name)
-            if tuple(target.shape) != tuple(base.shape(name)):
-                raise CycleQDError(
-                    f"tensor {name!r}: model has shape {list(target.shape)}, "
-                    f"checkpoint has {list(base.shape(name))}"
-                )
-            self._targets[name] = target
+            if module is not None:
+                target = resolve_tensor(module, name)
+                if tuple(target.shape) != tuple(base.shape(name)):
+                    raise CycleQDError(
+                        f"tensor {name!r}: model has shape {list(target.shape)}, "
+                        f"checkpoint has {list(base.shape(name))}"
+                    )
+                self._targets[name] = target
             # kept in the checkpoint's dtype (a bf16 model's base costs its own size, not twice
             # that); each tensor is widened to float32 only while its weights are computed
             if keep_base:
@@ -117,6 +129,9 @@ class Materialiser:
         A tensor the genome leaves at the base is written once and then skipped while it stays
         there (with adapter experts: every tensor no adapter touches, the embeddings and norms).
         """
+        if self.writer is not None:
+            self.writer(self._computed(genome))
+            return
         for name in self.basis.names:
             target = self._targets[name]
             if self._unchanged(genome, name):
@@ -136,6 +151,14 @@ class Materialiser:
                 target.data.copy_(theta)
                 continue
             self._load_matrix(name, genome.coeffs[name])
+
+    def _computed(self, genome: Genome) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every tensor of ``genome``'s weights in float32, one at a time, by checkpoint name."""
+        for name in self.basis.names:
+            theta = self.base_tensor(name)
+            if not self._unchanged(genome, name):
+                theta = theta + self.task_vector(genome, name)
+            yield name, theta
 
     def _load_matrix(self, name: str, coeffs: torch.Tensor) -> None:
         """``theta = base + U diag(c) Vh`` written straight into the parameter.
@@ -180,7 +203,4 @@ class Materialiser:
     ) -> dict[str, torch.Tensor]:
         """Full weights on the CPU (for export and tests), without touching the model: computed
         in float32 tensor by tensor, each kept in ``dtype``."""
-        return {
-            name: (self.base_tensor(name) + self.task_vector(genome, name)).to("cpu", dtype)
-            for name in self.basis.names
-        }
+        return {name: theta.to("cpu", dtype) for name, theta in self._computed(genome)}

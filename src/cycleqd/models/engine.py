@@ -29,8 +29,7 @@ from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import DTYPES, adapter_base, checkpoint_dtype
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
 from cycleqd.models.likelihood import common_prefix, loglikelihoods_on_model
-
-Prompt = str | list[dict[str, str]]
+from cycleqd.models.prompts import Prompt, PromptEncoder
 
 # Our own progress bar reports loading; transformers' per-file bars would interleave with it.
 hf_logging.disable_progress_bar()
@@ -89,7 +88,7 @@ class RowGroups(Protocol):
     def rows(self, groups: torch.Tensor) -> ContextManager[None]: ...
 
 
-class HFEngine:
+class HFEngine(PromptEncoder):
     """A causal LM held resident for the whole search."""
 
     def __init__(
@@ -156,22 +155,6 @@ class HFEngine:
         """The resident model the materialiser writes into."""
         return self.model
 
-    def format(self, prompt: Prompt, chat: bool) -> str:
-        """Apply the tokenizer's chat template to a user message or a message list."""
-        if not chat:
-            if not isinstance(prompt, str):
-                raise ValueError("a message list needs chat=True")
-            return prompt
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if self.tokenizer.chat_template is None:
-            raise CycleQDError(f"{self.model_dir}: the tokenizer has no chat template")
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def _batches(self, lengths: list[int], groups: Sequence[int] | None = None) -> list[list[int]]:
         size = self.batch_size
         if groups is not None:
@@ -199,7 +182,7 @@ class HFEngine:
         """
         self._check_groups(prompts, groups)
         tok = self.tokenizer
-        ids = [self._bos() + self._encode(self.format(p, chat)) for p in prompts]
+        ids = [self.prompt_ids(p, chat) for p in prompts]
         outputs: list[str] = [""] * len(ids)
         pad = tok.pad_token_id
         shared = self._shared_prefix(ids)
@@ -227,11 +210,11 @@ class HFEngine:
                 len(shared),
                 rows,
                 max_new_tokens,
-                _finished(tok, stop, until),
+                finished_rule(tok, stop, until),
             )
             texts = tok.batch_decode(tokens, skip_special_tokens=True)
             for i, text in zip(batch, texts, strict=True):
-                outputs[i] = _cut_at_stop(text, stop)
+                outputs[i] = cut_at_stop(text, stop)
         return outputs
 
     def _greedy(
@@ -382,12 +365,6 @@ class HFEngine:
             return contextlib.nullcontext()
         return self.row_groups.rows(rows)
 
-    def _bos(self) -> list[int]:
-        """A leading BOS when the tokenizer would add one itself (Llama-style)."""
-        probe = self.tokenizer("a")["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None and probe and probe[0] == bos else []
-
     @torch.no_grad()
     def target_likelihood(
         self,
@@ -403,7 +380,7 @@ class HFEngine:
         """
         self._check_groups(prompts, groups)
         pairs = [
-            (self._bos() + self._encode(self.format(p, chat)), self._encode(t))
+            (self.prompt_ids(p, chat), self._encode(t))
             for p, t in zip(prompts, targets, strict=True)
         ]
         scores = [0.0] * len(pairs)
@@ -493,7 +470,7 @@ class HFEngine:
         os.replace(tmp, out_dir)
 
 
-def _finished(
+def finished_rule(
     tokenizer: Any, stop: Sequence[str], until: Callable[[str], bool] | None
 ) -> Callable[[list[int]], bool]:
     """Whether a row's generated tokens hold a stop string or satisfy ``until``."""
@@ -523,6 +500,6 @@ def returned_cache(output: Any) -> Any:
     return output["cache"] if "cache" in output else output["past_key_values"]
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((text.find(s) for s in stop if s in text), default=-1)
     return text[:cut] if cut >= 0 else text

@@ -15,6 +15,7 @@ from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource, check_compatible
 from cycleqd.models.engine import HFEngine
+from cycleqd.models.engines import open_engine
 from cycleqd.search.loop import ProgressFn
 from cycleqd.tasks import build_task
 
@@ -68,20 +69,16 @@ class Session:
         if not engine:
             return
         emit({"phase": "engine"})
-        self.engine = HFEngine(
-            config.base_model,
-            device=config.engine.device,
-            dtype=config.engine.dtype,
-            batch_size=config.engine.batch_size,
-            population_batch_size=config.engine.population_batch_size,
-        )
+        self.engine = open_engine(config.base_model, **config.engine.model_dump(), seed=config.seed)
+        resident = isinstance(self.engine, HFEngine)
         self.materialiser = Materialiser(
             self.basis,
             self.base,
-            self.engine.module,
+            self.engine.module if resident else None,
             self.engine.device,
             combine=config.basis.combine,
             density=config.basis.density,
+            writer=None if resident else self.engine.write_weights,
         )
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
@@ -92,7 +89,7 @@ class Session:
         an export does not depend on the dtype the search evaluated in.
         """
         saved = self.engine.checkpoint_dtype
-        if self.engine.dtype == saved:
+        if isinstance(self.engine, HFEngine) and self.engine.dtype == saved:
             self.materialiser.load(genome)  # the resident weights are the file's
             self.engine.save(out_dir)
         else:  # every merged tensor is given, so loading it into the resident model is moot

@@ -1,0 +1,172 @@
+"""The vLLM engine against the transformers engine, on a tiny Llama with a real tokenizer.
+
+Both run in float32 on the CPU, so greedy tokens must be equal and log-likelihoods equal to
+1e-4: a difference would be the engine's (prompt building, stop rule, weight swap), not rounding.
+vLLM's CPU attention wants a head size it has kernels for, hence 64 (two heads of a 128-wide
+model). vLLM is an optional extra: CI installs it (``make test`` does), and outside CI these
+tests skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import base_config, write_model_family, write_tasks
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from cycleqd.config import RunConfig
+from cycleqd.errors import CycleQDError
+from cycleqd.models.engine import HFEngine
+from cycleqd.models.vllm_engine import vllm_available
+
+if not vllm_available():
+    if os.environ.get("CI"):
+        pytest.fail("CI installs vLLM (make test); it does not import here", pytrace=False)
+    pytest.skip("vLLM is not installed (pip install 'cycleqd[vllm]')", allow_module_level=True)
+
+from cycleqd.models.vllm_engine import VLLMEngine  # noqa: E402
+
+PROMPTS = [
+    "abc def",
+    "hello world how are you",
+    "copy xy=",
+    "1+2=",
+    "a much longer prompt that shares nothing with the others",
+]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("vllm-family")
+    fam = write_model_family(root, hidden=128, intermediate=256, heads=2, n_experts=2)
+    fam["data"] = write_tasks(root)
+    return fam
+
+
+@pytest.fixture(scope="module")
+def engines(family: dict) -> tuple[HFEngine, VLLMEngine]:
+    hf = HFEngine(family["base"], device="cpu", dtype="float32")
+    vl = VLLMEngine(family["base"], device="cpu", dtype="float32", compile=False)
+    return hf, vl
+
+
+def perturbed(model_dir: Path, seed: int) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint moved by seeded noise (embeddings and norms too)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = load_file(str(model_dir / "model.safetensors"))
+    return {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in state.items()}
+
+
+def test_greedy_tokens_equal_the_transformers_engine(engines) -> None:
+    hf, vl = engines
+    for kwargs in (
+        {"max_new_tokens": 24},
+        {"max_new_tokens": 24, "stop": ["a", "\n"]},
+        {"max_new_tokens": 24, "until": lambda text: len(text) >= 5},
+        {"max_new_tokens": 24, "chat": False},
+    ):
+        assert vl.generate(PROMPTS, **kwargs) == hf.generate(PROMPTS, **kwargs), kwargs
+
+
+def test_until_ends_a_reply_where_it_first_holds(engines) -> None:
+    _, vl = engines
+    long = vl.generate(PROMPTS[:2], max_new_tokens=24)
+    cut = vl.generate(PROMPTS[:2], max_new_tokens=24, until=lambda text: len(text) >= 5)
+    for whole, part in zip(long, cut, strict=True):
+        assert whole.startswith(part)
+        assert len(part) == min(5, len(whole))
+
+
+def test_likelihoods_equal_the_transformers_engine(engines) -> None:
+    hf, vl = engines
+    contexts = ["copy ab=", "copy ab=", "", "1+2= "]
+    continuations = ["ab", "ba", "xyz", "3"]
+    assert vl.loglikelihood(contexts, continuations) == pytest.approx(
+        hf.loglikelihood(contexts, continuations), abs=1e-4
+    )
+    targets = ["ab", "", "hello", "3"]
+    for chat in (False, True):
+        assert vl.target_likelihood(PROMPTS[:4], targets, chat=chat) == pytest.approx(
+            hf.target_likelihood(PROMPTS[:4], targets, chat=chat), abs=1e-4
+        )
+
+
+def test_weight_swap_gives_each_child_its_own_outputs(family: dict, engines) -> None:
+    """Two children in turn, then the first again: each answers as transformers does with its
+    weights, so nothing leaks between them (the prefix cache is reset with the weights)."""
+    _, vl = engines
+    reference = AutoModelForCausalLM.from_pretrained(family["base"], dtype=torch.float32)
+    shared = [f"a shared instruction for every prompt, then {p}" for p in PROMPTS]
+    answers = {}
+    try:
+        for seed in (1, 2, 1):
+            weights = perturbed(family["base"], seed)
+            vl.write_weights(weights.items())
+            reference.load_state_dict(weights)
+            hf = HFEngine.__new__(HFEngine)
+            hf.__dict__.update(engines[0].__dict__, model=reference)
+            got = vl.generate(shared, max_new_tokens=16)
+            assert got == hf.generate(shared, max_new_tokens=16), seed
+            assert vl.loglikelihood(["copy ab="], ["ab"]) == pytest.approx(
+                hf.loglikelihood(["copy ab="], ["ab"]), abs=1e-4
+            )
+            answers.setdefault(seed, got)
+            assert answers[seed] == got
+        assert answers[1] != answers[2]
+    finally:
+        vl.write_weights(load_file(str(family["base"] / "model.safetensors")).items())
+
+
+def test_groups_are_refused_with_the_reason(engines) -> None:
+    _, vl = engines
+    with pytest.raises(CycleQDError, match="children_per_batch"):
+        vl.generate(PROMPTS[:2], groups=[0, 1])
+
+
+def test_save_writes_the_given_weights_as_a_model_directory(
+    family: dict, engines, tmp_path: Path
+) -> None:
+    _, vl = engines
+    weights = perturbed(family["base"], 3)
+    vl.save(tmp_path / "out", weights)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    state = loaded.state_dict()
+    for name, tensor in weights.items():
+        assert torch.equal(state[name], tensor), name
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "float32"
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_a_search_on_vllm_scores_children_as_on_transformers(family: dict, tmp_path: Path) -> None:
+    """The same seeded search with engine.kind hf and vllm: the same children, the same scores
+    (within float32 kernel rounding), the same archives."""
+    from cycleqd.search.run import start_run
+
+    summaries = {}
+    for kind in ("hf", "vllm"):
+        data = base_config(family, tmp_path / kind, generations=3)
+        data["engine"] = {"kind": kind, "dtype": "float32", "device": "cpu", "vllm_compile": False}
+        config = RunConfig.model_validate(data)
+        out = tmp_path / kind / "out"
+        start_run(config, out)
+        summaries[kind] = json.loads((out / "summary.json").read_text())
+        assert (out / "final" / "model.safetensors").is_file() or any(
+            (out / "final").glob("*.safetensors")
+        )
+    hf, vl = summaries["hf"], summaries["vllm"]
+    for task, score in hf["final"]["scores"].items():
+        assert vl["final"]["scores"][task] == pytest.approx(score, abs=1e-4), task
+
+
+def test_vllm_refuses_children_sharing_passes(family: dict, tmp_path: Path) -> None:
+    data = base_config(family, tmp_path)
+    data["engine"] = {"kind": "vllm"}
+    data["executor"] = {"children_per_batch": 2}
+    with pytest.raises(ValueError, match="children_per_batch 2"):
+        RunConfig.model_validate(yaml.safe_load(yaml.safe_dump(data)))
