@@ -12,7 +12,7 @@ from cycleqd.merging.basis import build_basis
 from cycleqd.merging.genome import expert_genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource
-from cycleqd.models.engine import HFEngine, _cut_at_stop
+from cycleqd.models.engine import HFEngine, cut_at_stop
 
 PROMPTS = ["copy ab=", "1+2=", "rev abcdef=", "x"]
 
@@ -59,8 +59,8 @@ def test_in_place_materialisation_matches_the_expert_checkpoint(arch_family: dic
 
 
 def test_stop_strings_cut_output() -> None:
-    assert _cut_at_stop("ls -l\nAct: bash", ["\nAct"]) == "ls -l"
-    assert _cut_at_stop("abc", ["z"]) == "abc"
+    assert cut_at_stop("ls -l\nAct: bash", ["\nAct"]) == "ls -l"
+    assert cut_at_stop("abc", ["z"]) == "abc"
 
 
 def test_not_a_model_dir(tmp_path) -> None:

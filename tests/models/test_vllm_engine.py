@@ -23,14 +23,12 @@ from transformers import AutoModelForCausalLM
 from cycleqd.config import RunConfig
 from cycleqd.errors import CycleQDError
 from cycleqd.models.engine import HFEngine
-from cycleqd.models.vllm_engine import vllm_available
+from cycleqd.models.vllm_engine import VLLMEngine, vllm_available
 
 if not vllm_available():
     if os.environ.get("CI"):
         pytest.fail("CI installs vLLM (make test); it does not import here", pytrace=False)
     pytest.skip("vLLM is not installed (pip install 'cycleqd[vllm]')", allow_module_level=True)
-
-from cycleqd.models.vllm_engine import VLLMEngine  # noqa: E402
 
 PROMPTS = [
     "abc def",
