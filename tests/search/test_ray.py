@@ -129,3 +129,15 @@ def test_killed_driver_resumes_with_ray(family: dict, tmp_path: Path) -> None:
     assert summary["generations_done"] == GENERATIONS
     assert _metrics_generations(run) == list(range(GENERATIONS))
     assert summary["final"]["model"]
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_is_refused_at_start(
+    family: dict, tmp_path: Path
+) -> None:
+    from cycleqd.errors import CycleQDError
+
+    data = base_config(family, tmp_path)
+    data["executor"] = {"kind": "ray", "actors": 2, "actor_cpus": 0.5, "actor_gpus": 1}
+    with pytest.raises(CycleQDError, match=r"need 2 GPUs; the Ray cluster has 0"):
+        start_run(load_config(data=data), tmp_path / "run")
+    assert not (tmp_path / "run" / "state.json").exists()

@@ -120,6 +120,7 @@ class RayExecutor:
         self.progress = progress or (lambda event: None)
         self.temp_dir = ray_temp_dir(run_dir, ex.temp_dir)
         self._started = start_ray(ex.ray_address, self.temp_dir)
+        self._check_gpus(ex.actors, ex.actor_gpus)
         self._actor_cls = ray.remote(num_cpus=ex.actor_cpus, num_gpus=ex.actor_gpus)(EvalWorker)
         self._config_json = config.model_dump_json()
         self._basis_ref = ray.put(basis)
@@ -133,6 +134,19 @@ class RayExecutor:
         self._done: deque[Evaluation] = deque()
         self.replaced = 0
         self._deaths_in_a_row = 0
+
+    def _check_gpus(self, actors: int, per_actor: float) -> None:
+        """Refuse at start what Ray would otherwise leave pending for ever: actors asking for
+        more GPUs than the cluster has."""
+        need = actors * per_actor
+        have = float(self._ray.cluster_resources().get("GPU", 0.0))
+        if need > have:
+            if self._started:
+                self._ray.shutdown()
+            raise CycleQDError(
+                f"executor: {actors} actors x actor_gpus {per_actor:g} need {need:g} GPUs; "
+                f"the Ray cluster has {have:g}"
+            )
 
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(self._config_json, self._basis_ref)
