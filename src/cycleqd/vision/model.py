@@ -11,6 +11,7 @@ matrices like any other weight.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -59,11 +60,18 @@ def save_model(model: SegformerForSemanticSegmentation, out: Path) -> Path:
         from transformers import SegformerImageProcessor as Processor
 
     out.mkdir(parents=True, exist_ok=True)
+    settings = {"do_resize": False, "do_rescale": False, "image_mean": [MEAN] * 3}
+    settings["image_std"] = [STD] * 3
     with quiet_transformers():
         model.save_pretrained(out)
-        Processor(
-            do_resize=False, do_rescale=False, image_mean=[MEAN] * 3, image_std=[STD] * 3
-        ).save_pretrained(out)
+        try:
+            Processor(**settings).save_pretrained(out)
+        except ImportError:
+            # transformers releases before 5.20 (the ones vLLM pins) refuse to build any Segformer
+            # processor without torchvision; the file holds the settings alone, so it is written
+            # as the processor would write it
+            settings |= {"do_normalize": True, "image_processor_type": "SegformerImageProcessor"}
+            (out / "preprocessor_config.json").write_text(json.dumps(settings, indent=2) + "\n")
     return out
 
 
