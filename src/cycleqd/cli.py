@@ -585,12 +585,12 @@ def demo(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     engine: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="hf (transformers) or vllm: the engine that evaluates every model and child "
-            "(engine.kind; vllm evaluates one child at a time)."
+            "(engine.kind; vllm evaluates one child at a time). Default: the preset's."
         ),
-    ] = "hf",
+    ] = None,
     seeds: Annotated[
         int,
         typer.Option(
@@ -645,7 +645,7 @@ def demo(
 
     if track not in ("llm", "vision"):
         raise CycleQDError(f"--track must be llm or vision, got {track!r}")
-    if engine not in ("hf", "vllm"):
+    if engine not in (None, "hf", "vllm"):
         raise CycleQDError(f"--engine must be hf or vllm, got {engine!r}")
     if track == "vision":
         _vision_demo(out or Path("runs/demo-vision"), preset, experts_cache, seeds, ablation)

@@ -168,3 +168,20 @@ def test_vllm_refuses_children_sharing_passes(family: dict, tmp_path: Path) -> N
     data["executor"] = {"children_per_batch": 2}
     with pytest.raises(ValueError, match="children_per_batch 2"):
         RunConfig.model_validate(yaml.safe_load(yaml.safe_dump(data)))
+
+
+def test_ray_actors_each_hold_a_vllm_engine(family: dict, tmp_path: Path) -> None:
+    """The Ray executor's actors build the engine the config names: a run on a vLLM actor goes
+    to its end and scores its final model."""
+    pytest.importorskip("ray")
+    from cycleqd.search.run import start_run
+
+    data = base_config(family, tmp_path, generations=2)
+    data["engine"] = {"kind": "vllm", "dtype": "float32", "device": "cpu", "vllm_compile": False}
+    data["executor"] = {"kind": "ray", "actors": 1, "actor_cpus": 0.5}
+    start_run(RunConfig.model_validate(data), tmp_path / "ray")
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["generations_done"] == 2
+    assert set(summary["final"]["scores"]) == {"copy", "add"}
+    config = yaml.safe_load((tmp_path / "ray" / "config.yaml").read_text())
+    assert config["engine"]["kind"] == "vllm"

@@ -47,7 +47,7 @@ class DemoSettings:
     experts_cache: Path | None = None
     engine_device: str = "auto"
     engine_dtype: str = "auto"
-    engine_kind: str = "hf"  # hf (transformers) or vllm
+    engine_kind: str | None = None  # hf (transformers) or vllm; default: the preset's
     seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
     ablation: bool = False  # also search with the paper's operators and each change alone
     language: bool = True  # the language column (MMLU, multiple choice)
@@ -72,6 +72,7 @@ class Demo:
         none is shown."""
         self.s = settings
         self.p = settings.preset
+        self.engine_kind = settings.engine_kind or settings.preset.engine
         self.say = say or (lambda message: None)
         self.bar = bar if bar is not None else Progress(disable=True)
         self._stage: TaskID | None = None
@@ -229,7 +230,7 @@ class Demo:
                 self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
 
         chosen = self.p.run if overrides is None else overrides
-        if self.s.engine_kind == "vllm":  # vLLM evaluates one child at a time
+        if self.engine_kind == "vllm":  # vLLM evaluates one child at a time
             chosen = {k: v for k, v in chosen.items() if k not in _SHARED_PASSES}
         summary, _ = start_or_resume_run(
             load_config(data=config, values=chosen),
@@ -346,7 +347,7 @@ class Demo:
 
     def _engine(self) -> dict[str, Any]:
         return {
-            "kind": self.s.engine_kind,
+            "kind": self.engine_kind,
             "device": self.s.engine_device,
             "dtype": self.s.engine_dtype,
             "batch_size": self.p.batch_size,
@@ -451,7 +452,7 @@ class Demo:
             summary,
             ablation_rows,
             peaks_gb=self.peaks_gb,
-            engine=self.s.engine_kind,
+            engine=self.engine_kind,
         )
         return [{k: v for k, v in r.items() if k != "samples"} for r in rows]
 

@@ -47,6 +47,9 @@ class Preset:
     # or as their peft ``adapter`` (train-expert's ``save``); the search, merges and evaluations
     # take either
     expert_form: str = "merged"
+    # the engine that evaluates every model and child: ``hf`` (transformers) or ``vllm``
+    # (``cycleqd demo --engine`` overrides it)
+    engine: str = "hf"
     batch_size: int = 16
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)
     real_limit: int | None = 30
@@ -77,6 +80,9 @@ def load_preset(path: Path) -> Preset:
     bad = sorted(set(sizes) - fields)
     if bad:
         raise CycleQDError(f"{path}: sizes.{bad[0]}: unknown key")
+    for key, allowed in (("engine", ("hf", "vllm")), ("expert_form", ("merged", "adapter"))):
+        if key in sizes and sizes[key] not in allowed:
+            raise CycleQDError(f"{path}: sizes.{key}: {sizes[key]!r} is not one of {allowed}")
     if "merges" in sizes:  # a YAML list; the dataclass is frozen, so a tuple
         sizes["merges"] = tuple(sizes["merges"])
     run = dict(data.get("run") or {})
