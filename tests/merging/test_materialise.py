@@ -8,6 +8,7 @@ formula. Tall, wide and convolution tensors, and genomes where 0, 1, 2 or 3 expe
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,3 +63,44 @@ def test_load_matches_reference_weights() -> None:
         if name in basis.names:
             err = (resident.state_dict()[name] - tensor).norm() / tensor.norm()
             assert err <= 1e-5, name
+
+
+def test_a_writer_receives_every_tensor_as_the_module_would_hold_it() -> None:
+    """An engine whose parameters are not the checkpoint's tensors (vLLM fuses them) is given
+    every tensor of a child, by checkpoint name, equal to what the in-place path writes."""
+    base, experts = _family()
+    basis = build_basis(
+        DictSource(base.state_dict()), {f"e{i}": DictSource(sd) for i, sd in enumerate(experts)}
+    )
+    resident = Net()
+    in_place = Materialiser(basis, DictSource(base.state_dict()), resident, torch.device("cpu"))
+    written: list[dict[str, torch.Tensor]] = []
+    by_writer = Materialiser(
+        basis,
+        DictSource(base.state_dict()),
+        None,
+        torch.device("cpu"),
+        writer=lambda tensors: written.append(dict(tensors)),
+    )
+    e0, e1, _ = (expert_genome(basis, i) for i in range(3))
+    for genome in (e0, combine([e0, e1], [0.5, 0.5]), combine([e0], [0.0])):
+        in_place.load(genome)
+        by_writer.load(genome)
+        assert set(written[-1]) == set(basis.names)
+        for name, tensor in written[-1].items():
+            assert tensor.dtype == torch.float32
+            torch.testing.assert_close(
+                resident.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name
+            )
+
+
+def test_a_materialiser_takes_a_module_or_a_writer() -> None:
+    base, experts = _family(2)
+    basis = build_basis(
+        DictSource(base.state_dict()), {f"e{i}": DictSource(sd) for i, sd in enumerate(experts)}
+    )
+    source = DictSource(base.state_dict())
+    with pytest.raises(ValueError, match="module or a writer"):
+        Materialiser(basis, source, None, torch.device("cpu"))
+    with pytest.raises(ValueError, match="module or a writer"):
+        Materialiser(basis, source, Net(), torch.device("cpu"), writer=lambda tensors: None)
