@@ -4,7 +4,6 @@ loop, real mIoU; only the sizes are small (``mini`` preset)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ from cycleqd.vision.scenes import EXPERT_TASKS
 def test_mini_vision_demo(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     preset = vision_preset("mini")
-    started = time.perf_counter()
     rows = VisionDemo(out, preset, cache=tmp_path / "cache").run()
-    elapsed = time.perf_counter() - started
     tasks = list(EXPERT_TASKS)
 
     names = [r["name"] for r in rows]
@@ -73,7 +70,6 @@ def test_mini_vision_demo(tmp_path: Path) -> None:
     state = json.loads((out / "cycleqd" / "state.json").read_text())
     assert state["phase"] == "done" and state["generations_done"] == preset.generations
     assert set(table["timings_s"]) >= {"data", "base", "experts", "cycleqd search"}
-    assert elapsed < 120, f"the miniature took {elapsed:.0f}s"
 
 
 def test_cli_rejects_bad_track_and_preset(capsys: pytest.CaptureFixture[str]) -> None:
