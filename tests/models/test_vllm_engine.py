@@ -121,6 +121,27 @@ def test_weight_swap_gives_each_child_its_own_outputs(family: dict, engines) -> 
         vl.write_weights(load_file(str(family["base"] / "model.safetensors")).items())
 
 
+def test_a_peft_adapter_directory_answers_as_on_transformers(family: dict, tmp_path: Path) -> None:
+    """An adapter given as the model is merged into its base in the checkpoint's dtype, as the
+    transformers engine merges it, then written into vLLM."""
+    from peft import LoraConfig, get_peft_model
+
+    model = AutoModelForCausalLM.from_pretrained(family["base"], dtype=torch.float32)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    gen = torch.Generator().manual_seed(0)
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero
+            param.data = 0.2 * torch.randn(param.shape, generator=gen)
+    lora.save_pretrained(tmp_path / "adapter")  # names its base by the path loaded from
+    hf = HFEngine(tmp_path / "adapter", device="cpu", dtype="float32")
+    vl = VLLMEngine(tmp_path / "adapter", device="cpu", dtype="float32", compile=False)
+    base = HFEngine(family["base"], device="cpu", dtype="float32")
+    got = vl.generate(PROMPTS, max_new_tokens=16)
+    assert got == hf.generate(PROMPTS, max_new_tokens=16)
+    assert got != base.generate(PROMPTS, max_new_tokens=16)
+    del vl
+
+
 def test_groups_are_refused_with_the_reason(engines) -> None:
     _, vl = engines
     with pytest.raises(CycleQDError, match="children_per_batch"):

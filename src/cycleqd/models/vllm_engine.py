@@ -76,8 +76,6 @@ def _import_vllm() -> Any:
 class VLLMEngine(PromptEncoder):
     """A causal LM held resident in vLLM for the whole search; one model at a time."""
 
-    kind = "vllm"
-
     def __init__(
         self,
         model_dir: Path,
