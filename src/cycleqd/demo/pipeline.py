@@ -57,6 +57,14 @@ class DemoSettings:
 
 
 Say = Callable[[str], None]
+
+
+def _has_vllm() -> bool:
+    from cycleqd.models.vllm_engine import vllm_available
+
+    return vllm_available()
+
+
 # a preset's settings for children sharing forward passes (engine.kind: hf only)
 _SHARED_PASSES = ("executor.children_per_batch", "executor.population")
 
@@ -72,8 +80,12 @@ class Demo:
         none is shown."""
         self.s = settings
         self.p = settings.preset
-        self.engine_kind = settings.engine_kind or settings.preset.engine
         self.say = say or (lambda message: None)
+        self.engine_kind = settings.engine_kind or settings.preset.engine
+        if settings.engine_kind is None and self.engine_kind == "vllm" and not _has_vllm():
+            # the preset's choice, not the user's: the demo still runs, and its table says so
+            self.say("notice: vLLM is not installed (make install puts it in); engine hf instead")
+            self.engine_kind = "hf"
         self.bar = bar if bar is not None else Progress(disable=True)
         self._stage: TaskID | None = None
         self.timings: dict[str, float] = {}
