@@ -241,11 +241,8 @@ class Demo:
             if how != "new":
                 self.say(f"  {run_dir.name}: {how} ({_RUN_STARTS[how]})")
 
-        chosen = self.p.run if overrides is None else overrides
-        if self.engine_kind == "vllm":  # vLLM evaluates one child at a time
-            chosen = {k: v for k, v in chosen.items() if k not in _SHARED_PASSES}
         summary, _ = start_or_resume_run(
-            load_config(data=config, values=chosen),
+            load_config(data=config, values=self._run_settings(overrides)),
             run_dir,
             progress=progress,
             announce=announce,
@@ -356,6 +353,14 @@ class Demo:
 
         root = self.s.experts_cache or default_cache_dir() / "experts"
         return root / self.p.name / name
+
+    def _run_settings(self, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """The run config's ``--set`` paths of a search: the preset's, or ``overrides``; on
+        vLLM without the preset's settings for children sharing passes (one child at a time)."""
+        chosen = self.p.run if overrides is None else overrides
+        if self.engine_kind == "vllm":
+            chosen = {k: v for k, v in chosen.items() if k not in _SHARED_PASSES}
+        return chosen
 
     def _engine(self) -> dict[str, Any]:
         return {
