@@ -81,6 +81,21 @@ def test_until_ends_a_reply_where_it_first_holds(engines) -> None:
         assert len(part) == min(5, len(whole))
 
 
+def test_an_error_mid_generation_leaves_no_request_behind(engines) -> None:
+    _, vl = engines
+    before = vl.generate(PROMPTS, max_new_tokens=8)
+
+    def broken(text: str) -> bool:
+        raise RuntimeError("a task's predicate failed")
+
+    with pytest.raises(RuntimeError, match="predicate failed"):
+        vl.generate(PROMPTS, max_new_tokens=8, until=broken)
+    assert not vl.llm.llm_engine.has_unfinished_requests()
+    assert vl.generate(PROMPTS, max_new_tokens=8) == before
+    with pytest.raises(CycleQDError, match="vllm_max_model_len"):
+        vl.generate(["x" * 600], max_new_tokens=8, chat=False)
+
+
 def test_likelihoods_equal_the_transformers_engine(engines) -> None:
     hf, vl = engines
     contexts = ["copy ab=", "copy ab=", "", "1+2= "]

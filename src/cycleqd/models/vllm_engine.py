@@ -164,37 +164,42 @@ class VLLMEngine(PromptEncoder):
             stop_token_ids=sorted(self._eos),
             detokenize=False,
         )
+        all_ids = [self.prompt_ids(p, chat) for p in prompts]
+        longest = max((len(ids) for ids in all_ids), default=0)
+        if longest + 1 > self.max_model_len:
+            raise CycleQDError(
+                f"a prompt of {longest} tokens does not fit the engine's context of "
+                f"{self.max_model_len} tokens (engine.vllm_max_model_len)"
+            )
         engine = self.llm.llm_engine
         pending: dict[str, int] = {}
-        for i, prompt in enumerate(prompts):
-            ids = self.prompt_ids(prompt, chat)
-            if len(ids) + 1 > self.max_model_len:
-                raise CycleQDError(
-                    f"a prompt of {len(ids)} tokens does not fit engine.max_model_len "
-                    f"{self.max_model_len}"
-                )
-            request = f"g{next(self._ids)}"
-            pending[request] = i
-            engine.add_request(request, {"prompt_token_ids": ids}, params)
         tokens: list[list[int]] = [[] for _ in prompts]
         checked = [0] * len(prompts)
-        while pending:
-            ended: list[str] = []  # finished by the rule while vLLM would go on
-            for out in engine.step():
-                i = pending.get(out.request_id)
-                if i is None:
-                    continue
-                seq = list(out.outputs[0].token_ids)
-                end = _first_end(seq, checked[i], self._eos, finished)
-                checked[i] = len(seq)
-                if end is None and not out.finished:
-                    continue
-                tokens[i] = seq[:end] if end is not None else seq
-                del pending[out.request_id]
-                if not out.finished:
-                    ended.append(out.request_id)
-            if ended:
-                engine.abort_request(ended)
+        try:
+            for i, ids in enumerate(all_ids):
+                request = f"g{next(self._ids)}"
+                pending[request] = i
+                engine.add_request(request, {"prompt_token_ids": ids}, params)
+            while pending:
+                ended: list[str] = []  # finished by the rule while vLLM would go on
+                for out in engine.step():
+                    i = pending.get(out.request_id)
+                    if i is None:
+                        continue
+                    seq = list(out.outputs[0].token_ids)
+                    end = _first_end(seq, checked[i], self._eos, finished)
+                    checked[i] = len(seq)
+                    if end is None and not out.finished:
+                        continue
+                    tokens[i] = seq[:end] if end is not None else seq
+                    del pending[out.request_id]
+                    if not out.finished:
+                        ended.append(out.request_id)
+                if ended:
+                    engine.abort_request(ended)
+        finally:  # an error (an ``until`` that raised) leaves no request behind for the next call
+            if pending:
+                engine.abort_request(list(pending))
         return [
             cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop) for t in tokens
         ]
