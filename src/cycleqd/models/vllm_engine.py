@@ -59,6 +59,7 @@ def vllm_available() -> bool:
 def _import_vllm() -> Any:
     for key, value in _ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    logging.getLogger("vllm").setLevel(logging.ERROR)  # its import-time notices too
     try:
         import vllm
     except ImportError as err:
