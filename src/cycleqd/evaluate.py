@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +26,9 @@ from cycleqd.config import (
 )
 from cycleqd.errors import CycleQDError
 from cycleqd.search.store import atomic_write_text
+
+if TYPE_CHECKING:
+    from cycleqd.models.engines import EngineSlot
 
 
 class EvalConfig(BaseModel):
@@ -104,12 +107,15 @@ def evaluate_model(
     progress: Callable[[str], None] | None = None,
     *,
     reuse: bool = False,
+    slot: EngineSlot | None = None,
 ) -> dict[str, Any]:
     """Score ``model_dir`` on every task; write ``out`` and one transcript JSONL per task.
 
     ``reuse``: when ``out`` already holds the results of the same :func:`evaluation_key` (same
     weights, tasks, data and code) and its transcripts, return them without evaluating; the
-    report then says ``"reused": true``.
+    report then says ``"reused": true``. ``slot``: an engine kept open across calls, which
+    takes this model in place of its last one where it can (see
+    :class:`~cycleqd.models.engines.EngineSlot`).
     """
     from cycleqd.models.engines import open_engine
     from cycleqd.tasks import build_task
@@ -136,7 +142,8 @@ def evaluate_model(
             return {**stored, "reused": True}
     tasks = [build_task(t.name, t.type, t.params, f"tasks.{i}") for i, t in enumerate(config.tasks)]
     emit("loading model")
-    engine = open_engine(model_dir, **config.engine.model_dump())
+    settings = config.engine.model_dump()
+    engine = open_engine(model_dir, **settings) if slot is None else slot.open(model_dir, settings)
     results: dict[str, Any] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     for task in tasks:

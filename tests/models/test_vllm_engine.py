@@ -157,6 +157,36 @@ def test_a_peft_adapter_directory_answers_as_on_transformers(family: dict, tmp_p
     del vl
 
 
+def test_a_slot_writes_each_next_model_into_its_one_engine(family: dict, tmp_path: Path) -> None:
+    """The demo's test evaluation: models of one architecture take turns in one vLLM engine,
+    each answering as a transformers engine holding it alone, an adapter among them."""
+    from peft import LoraConfig, get_peft_model
+
+    from cycleqd.models.engines import EngineSlot
+
+    model = AutoModelForCausalLM.from_pretrained(family["base"], dtype=torch.float32)
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    gen = torch.Generator().manual_seed(5)
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            param.data = 0.2 * torch.randn(param.shape, generator=gen)
+    lora.save_pretrained(tmp_path / "adapter")
+    settings = {"kind": "vllm", "device": "cpu", "dtype": "float32", "vllm_compile": False}
+    models = [family["base"], *family["experts"].values(), tmp_path / "adapter", family["base"]]
+    answers = []
+    with EngineSlot() as slot:
+        for model_dir in models:
+            engine = slot.open(model_dir, settings)
+            got = engine.generate(PROMPTS, max_new_tokens=16)
+            assert got == HFEngine(model_dir, device="cpu", dtype="float32").generate(
+                PROMPTS, max_new_tokens=16
+            ), model_dir
+            answers.append(got)
+        assert slot.opened == 1
+    assert answers[0] == answers[-1]
+    assert len({tuple(a) for a in answers}) == len(models) - 1
+
+
 def test_groups_are_refused_with_the_reason(engines) -> None:
     _, vl = engines
     with pytest.raises(CycleQDError, match="children_per_batch"):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress, TaskID
 
@@ -36,6 +36,9 @@ from cycleqd.demo.skills import LANGUAGE, SKILLS
 from cycleqd.demo.tables import ablation_row, table_row, validation_of
 from cycleqd.errors import CycleQDError
 from cycleqd.resources import peak_rss_bytes, reset_peak
+
+if TYPE_CHECKING:
+    from cycleqd.models.engines import EngineSlot
 
 
 @dataclass
@@ -260,9 +263,11 @@ class Demo:
         *,
         real: bool = False,
         language: Path | None = None,
+        slot: EngineSlot | None = None,
     ) -> dict:
         """Score ``model`` on ``files`` (``real``: the benchmarks' own files and limits), and on
-        ``language`` (a multiple-choice file) when given."""
+        ``language`` (a multiple-choice file) when given; ``slot`` keeps one engine across
+        models."""
         from cycleqd.evaluate import EvalConfig, evaluate_model
 
         tasks = [self._task(skill, path, real=real) for skill, path in files.items()]
@@ -278,6 +283,7 @@ class Demo:
             self.out / where / name / "results.json",
             reuse=True,
             progress=lambda message: self._progress(f"{name}: {message}"),
+            slot=slot,
         )
         scores = {t: r["quality"] for t, r in report["tasks"].items()}
         reused = " (reused: same weights, data and code)" if report.get("reused") else ""
@@ -388,6 +394,8 @@ class Demo:
 
     # -- the whole demo --------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        from cycleqd.models.engines import EngineSlot
+
         self.out.mkdir(parents=True, exist_ok=True)
         with self.stage("model"):
             base = self.model()
@@ -426,18 +434,22 @@ class Demo:
         models += [(f"CycleQD (seed {s})", f) for s, f in zip(seeds[1:], finals[1:], strict=True)]
         rows: list[dict[str, Any]] = []
         language = self.language_file()
-        with self.stage("test evaluation"):
+        with self.stage("test evaluation"), EngineSlot() as slot:
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
             for i, (name, path) in enumerate(models):
                 self._progress(f"{name}", i, len(models))
-                report = self.evaluate(_slug(name), path, test_files, "test", language=language)
+                report = self.evaluate(
+                    _slug(name), path, test_files, "test", language=language, slot=slot
+                )
                 rows.append(table_row(name, report, seed=self.p.seed))
         ablation_rows: list[dict[str, Any]] = []
         if variants:
-            with self.stage("ablation test evaluation"):
+            with self.stage("ablation test evaluation"), EngineSlot() as slot:
                 for i, (label, path, summ) in enumerate(variants):
                     self._progress(label, i, len(variants))
-                    report = self.evaluate(_slug(label), path, test_files, "test-ablation")
+                    report = self.evaluate(
+                        _slug(label), path, test_files, "test-ablation", slot=slot
+                    )
                     ablation_rows.append(ablation_row(label, report, summ, seed=self.p.seed))
                 ours = next(r for r in rows if r["name"] == "CycleQD")
                 agent_only = {  # the variants were scored on the agent tasks only
@@ -455,9 +467,9 @@ class Demo:
         real_rows: list[dict[str, Any]] = []
         real = self.real_benchmarks()
         if real:
-            with self.stage("real benchmarks"):
+            with self.stage("real benchmarks"), EngineSlot() as slot:
                 for name, path in (("base", base), ("CycleQD", final)):
-                    report = self.evaluate(_slug(name), path, real, "real", real=True)
+                    report = self.evaluate(_slug(name), path, real, "real", real=True, slot=slot)
                     real_rows.append(table_row(name, report, seed=self.p.seed))
         write_outputs(
             self.out,

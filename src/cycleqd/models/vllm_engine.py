@@ -283,6 +283,26 @@ class VLLMEngine(PromptEncoder):
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": cast})
         self.llm.reset_prefix_cache()
 
+    def load_model(self, model_dir: Path) -> None:
+        """Hold ``model_dir`` (a checkpoint or a peft adapter of the same architecture, tokenizer
+        and dtype; :class:`~cycleqd.models.engines.EngineSlot` checks) instead of the current
+        model: its weights written in place, as a search writes a child.
+
+        Why: starting vLLM takes about as long as scoring a small model on the demo's tasks (its
+        compiled graph, its KV cache), and the test evaluation scores ten models in a row.
+        """
+        from cycleqd.merging.sources import SafetensorsSource
+
+        model_dir = Path(model_dir)
+        self.model_dir = model_dir
+        self.base_dir = adapter_base(model_dir) or model_dir
+        if self.base_dir != model_dir:
+            self._load_adapter()
+            return
+        source = SafetensorsSource(model_dir)
+        names = source.keys()  # a method of the source, not a dict
+        self.write_weights((name, source.read(name)) for name in names)
+
     def _load_adapter(self) -> None:
         """A peft adapter directory: its base with the adapter merged in the checkpoint's
         dtype, then written into the engine (the transformers engine's weights, exactly)."""
