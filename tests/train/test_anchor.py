@@ -231,3 +231,41 @@ def test_micro_batches_give_the_whole_batchs_step(
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(a[n], load_file(tiny_base / "model.safetensors")[n]) for n in a)
+
+
+def test_frozen_bf16_weights_train_as_autocast_did(
+    tiny_base: Path, skills: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bf16 checkpoint trained under bf16 autocast keeps its frozen weights in bf16: the same
+    losses and the same merged expert, bit for bit, as casting float32 weights on every pass."""
+    from safetensors.torch import load_file
+
+    import cycleqd.train.expert as expert_module
+
+    base16 = tmp_path / "base16"
+    AutoModelForCausalLM.from_pretrained(tiny_base).to(torch.bfloat16).save_pretrained(base16)
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(base16)
+    own, other = skills
+    settings = {
+        **LORA,
+        "precision": "bfloat16",
+        "epochs": 2,
+        "progress": False,
+        "anchor_specs": [str(other)],
+        "anchor_weight": 1.0,
+        "anchor_batch": 2,
+    }
+    casts: list[int] = []
+    real_cast = expert_module.cast_frozen_weights
+    monkeypatch.setattr(
+        expert_module, "cast_frozen_weights", lambda m, d: casts.append(real_cast(m, d))
+    )
+    kept = train_expert(base16, [own], tmp_path / "kept", **settings)
+    assert casts and casts[0] > 0  # every adapted linear layer, then back to float32
+    monkeypatch.setattr(expert_module, "cast_frozen_weights", lambda m, d: 0)
+    per_pass = train_expert(base16, [own], tmp_path / "per-pass", **settings)
+    assert kept.losses == per_pass.losses
+    a = load_file(tmp_path / "kept" / "model.safetensors")
+    b = load_file(tmp_path / "per-pass" / "model.safetensors")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

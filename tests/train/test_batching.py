@@ -68,3 +68,22 @@ def test_batches_hold_one_source_and_depend_only_on_seed_and_epoch() -> None:
     assert all(len({samples[i].source for i in b}) == 1 for b in plan)
     assert plan == plan_batches(samples, 4, seed=3, epoch=0)
     assert plan != plan_batches(samples, 4, seed=3, epoch=1)
+
+
+def test_micro_batches_count_a_shared_prefix_once() -> None:
+    """Agent conversations share hundreds of prefix tokens: a budget counted in padded tokens
+    would give each row its own pass (and compute the prefix once per row)."""
+    from cycleqd.train.loop import IGNORE, computed_tokens, micro_batches
+
+    prefix = list(range(100, 400))  # 300 shared tokens, then 20 learned ones per row
+    rows = [
+        Encoded(f"s{i}", "agent", prefix + [i] * 20, [IGNORE] * 300 + [i] * 20) for i in range(4)
+    ]
+    assert computed_tokens(rows, share_prefix=True) == 299 + 4 * 21
+    assert computed_tokens(rows, share_prefix=False) == 4 * 320
+    parts = micro_batches(rows, 0, 400, share_prefix=True)
+    assert [len(p.input_ids) for p in parts] == [4]
+    parts = micro_batches(rows, 0, 350, share_prefix=True)  # 299 + 2 * 21 fits, + 3 * 21 not
+    assert [len(p.input_ids) for p in parts] == [2, 2]
+    assert all(p.prefix == 299 for p in parts)
+    assert len(micro_batches(rows, 0, 400, share_prefix=False)) == 4

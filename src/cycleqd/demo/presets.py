@@ -28,9 +28,9 @@ class Preset:
     generations: int
     bins: int = 10
     seed: int = 0
-    # MMLU questions (seeded sample of the test split) for the table's language column
+    # questions (a seeded sample of the language file) for the table's language column
     n_language: int = 200
-    # MMLU questions of the searches' language constraint (--language-constraint), drawn
+    # questions of the searches' language constraint (--language-constraint), drawn
     # apart from the column's
     n_language_search: int = 100
     max_new_tokens: dict[str, int] = field(
@@ -43,6 +43,9 @@ class Preset:
     # (``anchor_weight`` of TrainConfig; 0: plain fine-tuning, the paper's experts)
     anchor_weight: float = 0.0
     train_max_len: int = 2048  # tokens; longer conversations are dropped (and counted)
+    # tokens computed per training pass (train-expert's ``max_batch_tokens``; None: a batch in
+    # one pass): bounds training's peak memory
+    train_max_batch_tokens: int | None = None
     # how the LoRA experts and the all-data fine-tune are kept: ``merged`` into full checkpoints,
     # or as their peft ``adapter`` (train-expert's ``save``); the search, merges and evaluations
     # take either

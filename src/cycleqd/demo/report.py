@@ -39,6 +39,7 @@ def write_outputs(
     *,
     peaks_gb: dict[str, float] | None = None,
     engine: str = "hf",
+    language_name: str = "",
 ) -> None:
     """Write the test table (``rows``), the real benchmarks' rows, the ablation and the notes
     on them to ``out``: ``table.json`` (everything, per-sample scores left out), ``table.md``
@@ -53,6 +54,7 @@ def write_outputs(
     table = {
         "preset": preset.name,
         "engine": engine,
+        "language_benchmark": language_name or None,
         "tasks": tasks,
         "n_test": preset.n_test,
         "test": rows,
@@ -79,7 +81,11 @@ def write_outputs(
         f"Test splits ({preset.n_test} samples per task, preset `{preset.name}`, engine "
         f"`{engine}`; "
         "95% intervals: Wilson per task, bootstrap for the average of the three agent tasks"
-        + (f"; {LANGUAGE}: {preset.n_language} questions, acc_norm, not averaged" * bool(after))
+        + (
+            f"; {LANGUAGE}: {preset.n_language} questions of {language_name or 'its file'}, "
+            "acc_norm, not averaged"
+        )
+        * bool(after)
         + "):",
         "",
     ]
@@ -87,7 +93,7 @@ def write_outputs(
     notes = [comparison_text(c) for c in paired] + ([seeds_text(seeds)] if seeds else [])
     notes += [merge_seeds_text(n, m) for n, m in table["merge_seeds"].items()]
     if language:
-        notes.append(language_text(language))
+        notes.append(language_text(language, language_name))
     notes.append(final_model_text(table["cycleqd"]["final_model"]))
     if summary.get("constraints"):
         notes.append(constraint_text(summary, preset.n_language_search))

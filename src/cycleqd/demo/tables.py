@@ -107,9 +107,10 @@ def language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any]
     return out
 
 
-def language_text(s: dict[str, Any]) -> str:
+def language_text(s: dict[str, Any], benchmark: str = "") -> str:
+    named = f"{benchmark} " if benchmark else ""
     text = (
-        f"Language (MMLU acc_norm): base {s['base']:.3f}; CycleQD's drop from the base "
+        f"Language ({named}acc_norm): base {s['base']:.3f}; CycleQD's drop from the base "
         f"{s['drop']['CycleQD']:+.3f}"
     )
     if "best_merge" in s:

@@ -37,6 +37,7 @@ def train_cached(
         anchor_weight=preset.anchor_weight if anchors else 0.0,  # all-data: nothing to anchor
         anchor_specs=[str(f) for f in anchors],
         max_len=preset.train_max_len,
+        max_batch_tokens=preset.train_max_batch_tokens,
         n_train=None,
         seed=preset.seed,
         save=preset.expert_form,

@@ -41,7 +41,13 @@ class TrainConfig(BaseModel):
     )
     lora_r: int = Field(default=16, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(default=32.0, gt=0, description="LoRA alpha.")
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="LoRA dropout (peft's default, 0: on a CPU its random masks, drawn anew "
+        "for each adapted layer, cost as much as the rest of the forward pass).",
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
         description="Modules given adapters (all-linear: every linear projection of the blocks, "
@@ -66,9 +72,10 @@ class TrainConfig(BaseModel):
     max_batch_tokens: int | None = Field(
         default=None,
         ge=1,
-        description="At most this many padded tokens per forward pass: longer batches are split "
-        "into micro-batches whose gradients add up to the batch's (bounds training's peak "
-        "memory, 3 to 6 MB per token for SmolLM2-135M; none: a batch in one pass).",
+        description="At most this many tokens computed per forward pass (a batch's shared prefix "
+        "counts once): longer batches are split into micro-batches whose gradients add up to the "
+        "batch's (bounds training's peak memory, 2 to 6 MB per token for SmolLM2-135M; none: a "
+        "batch in one pass).",
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cycleqd.models.engine import cache_argument, returned_cache
-from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches
+from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches, shared_prefix
 from cycleqd.train.masking import IGNORE, Encoded
 
 # (step, total steps, loss of this step) after every optimizer step.
@@ -130,8 +130,10 @@ def anchor_divergence(
 def micro_batches(
     rows: Sequence[Encoded], pad_id: int, max_tokens: int | None, *, share_prefix: bool
 ) -> list[Batch]:
-    """``rows`` collated into consecutive micro-batches of at most ``max_tokens`` padded tokens
-    each (one row per micro-batch at least); one batch of all rows when ``max_tokens`` is None.
+    """``rows`` collated into consecutive micro-batches of at most ``max_tokens`` computed
+    tokens each (one row per micro-batch at least); one batch of all rows when ``max_tokens`` is
+    None. A micro-batch's shared prefix is computed once, so it counts once (see
+    :func:`computed_tokens`).
 
     Why: activations grow with the tokens of a forward pass (3 to 6 MB per token for
     SmolLM2-135M with LoRA and bf16 autocast, ``benchmarks/train_memory.py``), so a batch of
@@ -141,14 +143,19 @@ def micro_batches(
         return [collate(rows, pad_id, share_prefix=share_prefix)]
     groups: list[list[Encoded]] = []
     for row in rows:
-        group = groups[-1] if groups else None
-        if group is not None:
-            width = max(len(row.input_ids), *(len(r.input_ids) for r in group))
-            if width * (len(group) + 1) <= max_tokens:
-                group.append(row)
-                continue
-        groups.append([row])
+        if groups and computed_tokens([*groups[-1], row], share_prefix) <= max_tokens:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
     return [collate(g, pad_id, share_prefix=share_prefix) for g in groups]
+
+
+def computed_tokens(rows: Sequence[Encoded], share_prefix: bool) -> int:
+    """Tokens one forward pass over ``rows`` computes: the shared prefix once, then each row's
+    padded remainder (every padded token without a shared prefix)."""
+    width = max(len(r.input_ids) for r in rows)
+    prefix = shared_prefix(rows) if share_prefix else 0
+    return prefix + len(rows) * (width - prefix)
 
 
 def learned_positions(batch: Batch) -> int:
