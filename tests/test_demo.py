@@ -143,8 +143,11 @@ def test_mini_demo_end_to_end(tiny_base: Path, tmp_path: Path) -> None:
         "paper's operators",
         "paper + search.final_merge: ties",
         "paper + basis.kind: tsv",
+        "preset + search.emitter: cma_me",
         "chosen preset (CycleQD)",
     ]
+    cma = (out / "ablation-preset-search-emitter-cma-me" / "metrics.jsonl").read_text()
+    assert '"emitter": {"emitter": 0, "index": 0}' in cma
     paper = json.loads((out / "ablation-paper-s-operators" / "state.json").read_text())
     assert paper["final"]["merge"] == "softmax" and paper["basis_kind"] == "svd"
     tsv = json.loads((out / "ablation-paper-basis-kind-tsv" / "state.json").read_text())

@@ -95,6 +95,59 @@ Mutation = choice_type(MUTATIONS, "svd")
 FinalMerge = choice_type(FINAL_MERGES, "softmax")
 
 
+class EmitterConfig(StrictModel):
+    """Who proposes each generation's child: the paper's operators or CMA-ME emitters.
+
+    ``cma_me`` (Fontaine et al., 2020, through pyribs): one CMA-ES emitter per task archive,
+    ranked by archive improvement; the cycle picks whose emitter proposes each generation, and
+    every child still enters every archive. Its search space is one scale per expert per group
+    of tensors (``groups``; see :mod:`cycleqd.merging.groups`), small enough for CMA-ES to
+    learn in a few hundred evaluations. The sampler, crossover and mutation sections are not
+    used (the mutation only with ``mutate``).
+    """
+
+    kind: Literal["paper", "cma_me"] = Field(
+        default="paper",
+        description="paper: parents sampled from the active archive, crossed over and mutated. "
+        "cma_me: one CMA-ES emitter per archive proposes children (pyribs).",
+    )
+    groups: Literal["model", "block", "tensor_kind"] = Field(
+        default="block",
+        description="cma_me: the tensors that share one scale per expert: the whole model, each "
+        "transformer block, or each kind of tensor across blocks (q_proj, ...).",
+    )
+    x0: Literal["expert", "sum"] = Field(
+        default="expert",
+        description="cma_me: where each archive's emitter starts: its own expert (scale 1 on "
+        "that expert, 0 on the others) or the experts' sum (1 on every expert).",
+    )
+    sigma0: float = Field(default=0.2, gt=0, description="cma_me: CMA-ES's initial step size.")
+    batch_size: int = Field(
+        default=4, ge=2, description="cma_me: solutions per CMA-ES iteration of each emitter."
+    )
+    ranker: Literal["imp", "2imp"] = Field(
+        default="imp",
+        description="cma_me: pyribs' improvement ranker (imp), or its two-stage variant (2imp).",
+    )
+    archive_learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="cma_me: none for CMA-ME; a learning rate below 1 makes it CMA-MAE (each "
+        "emitter ranks by a soft threshold per cell, annealed at this rate).",
+    )
+    mutate: bool = Field(
+        default=False,
+        description="cma_me: also apply the configured mutation to each proposed child.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_kind(cls, data: Any) -> Any:
+        """``emitter: cma_me`` is ``emitter: {kind: cma_me}``."""
+        return {"kind": data} if isinstance(data, str) else data
+
+
 class SearchConfig(StrictModel):
     """The CycleQD loop: its budget and its operators, each chosen by name.
 
@@ -131,6 +184,11 @@ class SearchConfig(StrictModel):
         "whose task vectors do not interfere (anchored experts).",
     )
     plot_every: int = Field(default=50, ge=0, description="Redraw elite maps every N generations.")
+    emitter: EmitterConfig = Field(
+        default_factory=EmitterConfig,
+        description="Who proposes each child: paper (the operators above) or cma_me (CMA-ES "
+        "emitters, one per archive; a bare name is its kind with default settings).",
+    )
 
 
 class BasisConfig(StrictModel):

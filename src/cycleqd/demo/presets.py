@@ -102,8 +102,13 @@ PRESETS: dict[str, Preset] = {
 PAPER_OPERATORS: dict[str, Any] = overlay("paper")
 
 
+# CMA-ME emitters (``search.emitter``) in place of the preset's operators: the report's next step.
+CMA_ME: dict[str, Any] = {"search.emitter.kind": "cma_me"}
+
+
 def ablations(preset: Preset) -> list[tuple[str, dict[str, Any]]]:
-    """``(label, overrides)``: the paper's operators, then each of ``preset``'s changes alone.
+    """``(label, overrides)``: the paper's operators, then each of ``preset``'s changes alone,
+    then the preset with CMA-ME emitters proposing its children.
 
     Each variant's overrides go on top of the preset's own (``preset.run``), so everything but
     the operators (children per batch, say) stays the preset's.
@@ -118,4 +123,5 @@ def ablations(preset: Preset) -> list[tuple[str, dict[str, Any]]]:
             continue
         shown = "true" if value is True else value
         variants.append((f"paper + {key}: {shown}", {**paper, key: value}))
+    variants.append(("preset + search.emitter: cma_me", {**preset.run, **CMA_ME}))
     return variants

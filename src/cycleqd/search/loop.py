@@ -27,8 +27,10 @@ from cycleqd.config import BCConfig, SearchConfig
 from cycleqd.errors import CycleQDError
 from cycleqd.merging.basis import ExpertBasis
 from cycleqd.merging.genome import Combine, Genome, base_genome, expert_genome
+from cycleqd.merging.groups import GroupGenome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.search.archive import TaskArchive
+from cycleqd.search.emitters import CMAMEEmitters
 from cycleqd.search.executors import Evaluation, Executor, SerialExecutor
 from cycleqd.search.operators import (
     CROSSOVERS,
@@ -141,6 +143,7 @@ class CycleQD:
         self.plot = plot
         self.seeding = seeding
         self.archives: list[TaskArchive] = []
+        self.emitters: CMAMEEmitters | None = None  # search.emitter: cma_me
         self.state: dict[str, Any] = {}
         self._in_flight: dict[str, tuple[int, dict[str, Any], float]] = {}
 
@@ -267,6 +270,17 @@ class CycleQD:
         except (KeyError, TypeError, ValueError) as exc:
             raise CycleQDError(f"{self.store.state_path}: corrupted archives ({exc})") from exc
         self.state = state
+        if self.search.emitter.kind == "cma_me":
+            self.emitters = CMAMEEmitters(
+                self.search.emitter,
+                GroupGenome(self.basis, self.search.emitter.groups),
+                self.archives,
+                self.task_experts,
+                state["expert_scores"],
+                self.seed,
+            )
+            if state.get("emitters"):
+                self.emitters.restore(state["emitters"])
         for individual in sorted(self._referenced() - {"final"}):
             self.store.load_individual(individual)  # a damaged genome is named now, not mid-run
 
@@ -291,7 +305,13 @@ class CycleQD:
                     generation, next_generation = next_generation, next_generation + 1
                 else:
                     break
-                child_id, child, meta = self._breed(generation)
+                bred = self._breed(generation)
+                if bred is None:  # its emitter's batch is out, waiting for children in flight
+                    if not self._in_flight:
+                        raise RuntimeError(f"generation {generation}: nothing to wait for")
+                    redo.appendleft(generation)  # the next one bred, whichever list it came from
+                    break
+                child_id, child, meta = bred
                 self._in_flight[child_id] = (generation, meta, time.perf_counter())
                 self.executor.submit(child_id, child)
             result = self.executor.next_result()
@@ -304,12 +324,15 @@ class CycleQD:
                 meta = {**meta, "evaluation": result.path}
             self._insert(generation, result.key, result.scores, meta, started)
 
-    def _breed(self, generation: int) -> tuple[str, Genome, dict[str, Any]]:
-        """Sample two parents from archive ``generation mod K``, cross them over, mutate."""
+    def _breed(self, generation: int) -> tuple[str, Genome, dict[str, Any]] | None:
+        """Sample two parents from archive ``generation mod K``, cross them over, mutate; or
+        take the child of that archive's emitter (None: it waits for its batch's scores)."""
         s = self.search
         q = generation % len(self.task_names)
         archive = self.archives[q]
         sampling_rng, operator_rng = generation_rngs(self.seed, generation)
+        if self.emitters is not None:
+            return self._emit(generation, q, operator_rng)
         p1, p2 = SAMPLERS.get(s.sampler.kind).fn(archive.elites(), sampling_rng, s.sampler.params)
         ctx = Breeding(basis=self.basis, expert=self.task_experts[q])
         child, weights = CROSSOVERS.get(s.crossover.kind).fn(
@@ -329,6 +352,29 @@ class CycleQD:
         }
         return child_id, child, meta
 
+    def _emit(
+        self, generation: int, q: int, operator_rng: torch.Generator
+    ) -> tuple[str, Genome, dict[str, Any]] | None:
+        """The child archive ``q``'s CMA-ME emitter proposes (mutated with ``mutate``)."""
+        assert self.emitters is not None
+        proposed = self.emitters.propose(generation)
+        if proposed is None:
+            return None
+        solution, where = proposed
+        child = self.emitters.genome(solution)
+        s = self.search
+        if s.emitter.mutate:
+            ctx = Breeding(basis=self.basis, expert=self.task_experts[q])
+            child = MUTATIONS.get(s.mutation.kind).fn(child, operator_rng, s.mutation.params, ctx)
+        child_id = f"g{generation:06d}"
+        self.store.save_individual(child_id, child)
+        meta = {
+            "task": self.task_names[q],
+            "emitter": where,
+            "solution": [round(float(x), 6) for x in solution],
+        }
+        return child_id, child, meta
+
     def _insert(
         self,
         generation: int,
@@ -345,6 +391,9 @@ class CycleQD:
             self.state["rejected"] = int(self.state.get("rejected", 0)) + 1
         else:
             inserted = {a.task: a.add(child_id, scores) for a in self.archives}
+        if self.emitters is not None:
+            self.emitters.record(generation, scores, rejected=bool(violated))
+            self.state["emitters"] = self.emitters.to_state()
         stats = {a.task: a.stats() for a in self.archives}
         self.state["scores"][child_id] = scores
         line = {

@@ -1,0 +1,105 @@
+"""The paper's operators against CMA-ME emitters, at the same number of child evaluations.
+
+On the demo's experts and validation splits (``--preset``, trained or taken from the cache as
+``cycleqd demo`` does), one search per method and seed with ``--evaluations`` children each. The
+paper's operators are the preset's search as the demo runs it; CMA-ME is the same run with
+``search.emitter: cma_me`` (``--groups``, ``--batch-size``, ``--sigma0``). Prints one JSON line
+per method and seed as it finishes (an interrupted benchmark keeps what it measured):
+``qd_score`` and ``coverage`` per archive, ``best_validation_average`` (the best child's mean
+over the three tasks), ``experts_sum_average`` (the experts' sum, i.e. every scale 1, scored
+once on the same splits) and ``evaluations_to_experts_sum`` (the first child at least that good,
+or null). Selection never sees test data; no test split is scored here.
+
+Usage::
+
+    python benchmarks/emitters.py [--preset cpu] [--evaluations 40] [--seeds 0 1 2]
+        [--groups block] [--batch-size 4] [--sigma0 0.2] [--out runs/emitters]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from statistics import mean
+
+
+def experts_sum_average(demo, base: Path, experts: dict[str, Path], data, seed: int) -> float:
+    """The experts' sum (task arithmetic at weight 1) on the validation splits, once."""
+    from cycleqd.demo.skills import SKILLS
+
+    merges = demo.merges(base, experts, [seed])
+    model = merges["task_arithmetic_full"]
+    files = {skill: data[skill]["validation"] for skill in SKILLS}
+    report = demo.evaluate("experts-sum", model, files, "validation")
+    return mean(r["quality"] for r in report["tasks"].values())
+
+
+def measure(run_dir: Path, summary: dict, target: float) -> dict:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    averages = [mean(line["scores"][t] for t in summary["best_quality"]) for line in lines]
+    reached = next((i + 1 for i, a in enumerate(averages) if a >= target - 1e-12), None)
+    return {
+        "evaluations": len(lines),
+        "qd_score": {t: a["qd_score"] for t, a in summary["archives"].items()},
+        "coverage": {t: a["coverage"] for t, a in summary["archives"].items()},
+        "best_quality": summary["best_quality"],
+        "best_validation_average": max(averages, default=None),
+        "evaluations_to_experts_sum": reached,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--evaluations", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--groups", default="block", choices=["model", "block", "tensor_kind"])
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--sigma0", type=float, default=0.2)
+    parser.add_argument("--methods", nargs="+", default=["paper", "cma_me"])
+    parser.add_argument("--out", type=Path, default=Path("runs/emitters"))
+    args = parser.parse_args()
+
+    from demo_inputs import say
+
+    from cycleqd.demo.pipeline import Demo, DemoSettings
+    from cycleqd.demo.presets import PRESETS
+
+    preset = replace(PRESETS[args.preset], generations=args.evaluations)
+    demo = Demo(DemoSettings(out=args.out, preset=preset, language=False), say=say)
+    base = demo.model()
+    data = demo.data()
+    experts = demo.experts(base, data)
+    target = experts_sum_average(demo, base, experts, data, preset.seed)
+    cma = {
+        "search.emitter.kind": "cma_me",
+        "search.emitter.groups": args.groups,
+        "search.emitter.batch_size": args.batch_size,
+        "search.emitter.sigma0": args.sigma0,
+    }
+    for seed in args.seeds:
+        for method in args.methods:
+            overrides = {**preset.run, **(cma if method == "cma_me" else {})}
+            run_dir, summary = demo.search(
+                base, experts, data, seed, overrides=overrides, run_name=f"{method}-seed{seed}"
+            )
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "emitters",
+                        "preset": preset.name,
+                        "method": method,
+                        "seed": seed,
+                        **({"cma_me": cma} if method == "cma_me" else {}),
+                        "experts_sum_average": target,
+                        **measure(run_dir, summary, target),
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
