@@ -11,7 +11,7 @@ whose process was killed (the out-of-memory killer) gives ``killed_by_signal``.
 Usage::
 
     python benchmarks/train_memory.py [--model DIR] [--lengths 256 512 1024 2048] [--steps 2]
-        [--max-batch-tokens N]
+        [--max-batch-tokens N] [--lora-dropout P]
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ from pathlib import Path
 DEFAULT_MODEL = Path.home() / ".cache" / "cycleqd" / "models" / "smollm2-135m-instruct"
 
 
-def child(model_dir: Path, length: int, steps: int, max_batch_tokens: int | None) -> dict:
+def child(
+    model_dir: Path, length: int, steps: int, max_batch_tokens: int | None, dropout: float
+) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from cycleqd.models.checkpoints import checkpoint_dtype
     from cycleqd.models.engine import bf16_is_fast
     from cycleqd.resources import peak_rss_bytes, reset_peak
     from cycleqd.train.loop import LoopSettings, train_loop
-    from cycleqd.train.lora import add_lora
+    from cycleqd.train.lora import add_lora, cast_frozen_weights
     from cycleqd.train.masking import IGNORE, Encoded
 
     torch.manual_seed(0)
@@ -41,8 +44,11 @@ def child(model_dir: Path, length: int, steps: int, max_batch_tokens: int | None
         AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
         r=16,
         alpha=32,
-        dropout=0.05,
+        dropout=dropout,
     )
+    autocast = torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else None
+    if autocast is not None and checkpoint_dtype(model_dir) == torch.bfloat16:
+        cast_frozen_weights(model, torch.bfloat16)  # as train_expert does
     vocab = model.config.vocab_size
     loaded = peak_rss_bytes()
 
@@ -61,7 +67,7 @@ def child(model_dir: Path, length: int, steps: int, max_batch_tokens: int | None
         anchor_weight=1.0,
         anchor_batch=4,
         max_batch_tokens=max_batch_tokens,
-        autocast=torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else None,
+        autocast=autocast,
     )
     reset_peak()
     started = time.perf_counter()
@@ -81,6 +87,7 @@ def child(model_dir: Path, length: int, steps: int, max_batch_tokens: int | None
         "batch": 8,
         "anchor_batch": 4,
         "max_batch_tokens": max_batch_tokens,
+        "lora_dropout": dropout,
         "loaded_rss_bytes": loaded,
         "peak_rss_bytes": peak_rss_bytes(),
         "seconds_per_step": round(seconds, 2),
@@ -96,10 +103,16 @@ def main() -> None:
     parser.add_argument(
         "--max-batch-tokens", type=int, help="train's max_batch_tokens (micro-batches)"
     )
+    parser.add_argument(
+        "--lora-dropout", type=float, default=None, help="default: train-expert's default"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child(args.model, args.child, args.steps, args.max_batch_tokens)
+        from cycleqd.train.config import TrainConfig
+
+        dropout = TrainConfig().lora_dropout if args.lora_dropout is None else args.lora_dropout
+        result = child(args.model, args.child, args.steps, args.max_batch_tokens, dropout)
         print(json.dumps(result), flush=True)
         return
     if not (args.model / "config.json").is_file():
@@ -108,6 +121,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--model", str(args.model), "--steps", str(args.steps)]
         if args.max_batch_tokens:
             cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
+        if args.lora_dropout is not None:
+            cmd += ["--lora-dropout", str(args.lora_dropout)]
         done = subprocess.run([*cmd, "--child", str(length)], capture_output=True, text=True)
         if done.returncode < 0:  # killed: on this machine, by the kernel's out-of-memory killer
             failed = {

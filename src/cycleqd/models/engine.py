@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.checkpoints import DTYPES, adapter_base, checkpoint_dtype
+from cycleqd.models.checkpoints import DTYPES
 from cycleqd.models.kv_cache import growing_cache, grows_in_place
 from cycleqd.models.likelihood import common_prefix, loglikelihoods_on_model
 from cycleqd.models.prompts import Prompt, PromptEncoder
@@ -103,28 +103,13 @@ class HFEngine(PromptEncoder):
         min_shared_prefix: int = 32,
         grow_cache: bool = True,
     ) -> None:
-        self.model_dir = Path(model_dir)
         # a peft adapter directory: its base model with the adapter merged in, in memory
-        self.base_dir = adapter_base(self.model_dir) or self.model_dir
-        if not (self.base_dir / "config.json").is_file():
-            raise CycleQDError(
-                f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
-            )
-        self.device = pick_device(device)
-        # the dtype the base is stored in: what the engine loads adapters in and saves in
-        self.checkpoint_dtype = checkpoint_dtype(self.base_dir)
-        self.dtype = pick_dtype(dtype, self.device, self.checkpoint_dtype)
+        self._open(model_dir, device, dtype)
         self.batch_size = batch_size
         # rows per forward when several children share passes (default: batch_size per child)
         self.population_batch_size = population_batch_size
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
-        has_tokenizer = (self.model_dir / "tokenizer_config.json").is_file()
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_dir if has_tokenizer else self.base_dir
-        )
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.base_dir != self.model_dir:
             # merged in the checkpoint's dtype, then cast: the same weights as the adapter's
             # full export loaded in this dtype (merging in bf16 would round twice)

@@ -9,9 +9,12 @@ do with the weights.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cycleqd.errors import CycleQDError
+
+if TYPE_CHECKING:
+    import torch
 
 Prompt = str | list[dict[str, str]]
 
@@ -21,6 +24,39 @@ class PromptEncoder:
 
     tokenizer: Any
     model_dir: Path
+    base_dir: Path
+    device: torch.device
+    checkpoint_dtype: torch.dtype
+    dtype: torch.dtype
+
+    def _open(self, model_dir: Path, device: str, dtype: str) -> None:
+        """What every engine settles first: the model directory and, for a peft adapter
+        directory, its base; the device; the checkpoint's dtype (what adapters are merged and
+        exports saved in) and the compute dtype; the tokenizer (the model's own, else the
+        base's), with a pad token."""
+        from transformers import AutoTokenizer
+
+        from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
+        from cycleqd.models.engine import pick_device, pick_dtype  # it imports this module
+
+        self.model_dir = Path(model_dir)
+        self.base_dir = adapter_base(self.model_dir) or self.model_dir
+        if not (self.base_dir / "config.json").is_file():
+            raise CycleQDError(
+                f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
+            )
+        self.device = pick_device(device)
+        self.checkpoint_dtype = checkpoint_dtype(self.base_dir)
+        self.dtype = pick_dtype(dtype, self.device, self.checkpoint_dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """Where the tokenizer comes from: the model directory if it has one, else the base."""
+        own = (self.model_dir / "tokenizer_config.json").is_file()
+        return self.model_dir if own else self.base_dir
 
     def format(self, prompt: Prompt, chat: bool) -> str:
         """Apply the tokenizer's chat template to a user message or a message list."""

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
-from cycleqd.models.engine import cut_at_stop, finished_rule, pick_device, pick_dtype
+from cycleqd.models.checkpoints import adapter_base
+from cycleqd.models.engine import cut_at_stop, finished_rule
 from cycleqd.models.likelihood import encode_pair
 from cycleqd.models.prompts import Prompt, PromptEncoder
 
@@ -93,21 +92,7 @@ class VLLMEngine(PromptEncoder):
         materialiser keeps). ``compile``: vLLM's torch.compile of the model (faster steps,
         about a minute of start-up the first time, cached after); off runs eagerly."""
         vllm = _import_vllm()
-        self.model_dir = Path(model_dir)
-        self.base_dir = adapter_base(self.model_dir) or self.model_dir
-        if not (self.base_dir / "config.json").is_file():
-            raise CycleQDError(
-                f"{self.model_dir}: not a Hugging Face model directory (no config.json)"
-            )
-        self.device = pick_device(device)
-        self.checkpoint_dtype = checkpoint_dtype(self.base_dir)
-        self.dtype = pick_dtype(dtype, self.device, self.checkpoint_dtype)
-        has_tokenizer = (self.model_dir / "tokenizer_config.json").is_file()
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.model_dir if has_tokenizer else self.base_dir
-        )
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._open(model_dir, device, dtype)
         self._eos = _eos_ids(self.tokenizer, self.base_dir)
         self._ids = count()
         with warnings.catch_warnings():
@@ -117,7 +102,7 @@ class VLLMEngine(PromptEncoder):
             warnings.simplefilter("ignore")
             self.llm = vllm.LLM(
                 model=str(self.base_dir),
-                tokenizer=str(self.model_dir if has_tokenizer else self.base_dir),
+                tokenizer=str(self.tokenizer_dir),
                 dtype=str(self.dtype).removeprefix("torch."),
                 seed=seed,
                 enable_prefix_caching=True,
