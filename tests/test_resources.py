@@ -1,12 +1,14 @@
-"""A stage's peak memory is its own: resetting the high-water mark forgets an earlier peak."""
+"""A stage's peak memory is its own: resetting the high-water mark forgets an earlier peak, and
+memory a stage freed goes back to the OS."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
+import torch
 
-from cycleqd.resources import peak_rss_bytes, reset_peak
+from cycleqd.resources import peak_rss_bytes, release_memory, reset_peak, rss_bytes
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-stage peaks need Linux's clear_refs")
@@ -20,3 +22,16 @@ def test_the_peak_of_a_stage_forgets_the_stage_before() -> None:
     low = peak_rss_bytes()
     assert high - low > 300 * 2**20, (high, low)
     assert low > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_memory_hands_freed_heap_memory_back() -> None:
+    """Small blocks come from glibc's heap; freed with every eighth still alive, the heap cannot
+    shrink by itself, and the process keeps their pages until the memory is released."""
+    blocks = [torch.ones(16 * 1024) for _ in range(6000)]  # 64 KiB each, 375 MiB in all
+    kept = blocks[::8]
+    del blocks
+    held = rss_bytes()
+    release_memory()
+    assert held - rss_bytes() > 150 * 2**20
+    assert len(kept) == 750

@@ -9,6 +9,9 @@ Child processes (sandboxes, the database server) are not in it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 import sys
 from pathlib import Path
@@ -25,6 +28,35 @@ def reset_peak() -> bool:
     except OSError:
         return False
     return True
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (0 where ``/proc`` cannot tell)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def release_memory() -> None:
+    """Collect garbage, then hand the allocator's free memory back to the OS.
+
+    Why: glibc keeps freed memory in its heap for reuse, so a process that trained a model holds
+    that training's peak for the rest of its life; the demo's later stages (the search, the test
+    evaluation) then started several GB above what they use. ``malloc_trim`` returns it (glibc
+    only; elsewhere only the collection runs).
+    """
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        pass
 
 
 def peak_rss_bytes() -> int:

@@ -233,17 +233,24 @@ def test_micro_batches_give_the_whole_batchs_step(
     assert any(not torch.equal(a[n], load_file(tiny_base / "model.safetensors")[n]) for n in a)
 
 
+@pytest.mark.parametrize("checkpoint", ["float32", "bfloat16"])
 def test_frozen_bf16_weights_train_as_autocast_did(
-    tiny_base: Path, skills: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_base: Path,
+    skills: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    checkpoint: str,
 ) -> None:
-    """A bf16 checkpoint trained under bf16 autocast keeps its frozen weights in bf16: the same
-    losses and the same merged expert, bit for bit, as casting float32 weights on every pass."""
+    """Under bf16 autocast the frozen weights are kept in bf16: the same losses and the same
+    merged expert, bit for bit, as casting them from float32 on every pass (a float32
+    checkpoint's exact weights are put back before the merge)."""
     from safetensors.torch import load_file
 
     import cycleqd.train.expert as expert_module
 
-    base16 = tmp_path / "base16"
-    AutoModelForCausalLM.from_pretrained(tiny_base).to(torch.bfloat16).save_pretrained(base16)
+    base16 = tmp_path / "base"
+    dtype = getattr(torch, checkpoint)
+    AutoModelForCausalLM.from_pretrained(tiny_base).to(dtype).save_pretrained(base16)
     AutoTokenizer.from_pretrained(tiny_base).save_pretrained(base16)
     own, other = skills
     settings = {

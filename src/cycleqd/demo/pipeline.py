@@ -35,7 +35,7 @@ from cycleqd.demo.report import write_outputs
 from cycleqd.demo.skills import LANGUAGE, SKILLS
 from cycleqd.demo.tables import ablation_row, table_row, validation_of
 from cycleqd.errors import CycleQDError
-from cycleqd.resources import peak_rss_bytes, reset_peak
+from cycleqd.resources import peak_rss_bytes, release_memory, reset_peak
 
 if TYPE_CHECKING:
     from cycleqd.models.engines import EngineSlot
@@ -112,6 +112,7 @@ class Demo:
             self._stage = None
         self.timings[name] = round(time.perf_counter() - started, 1)
         self.peaks_gb[name] = round(peak_rss_bytes() / 1e9, 2)
+        release_memory()  # the next stage starts from what is still in use, not this one's peak
         self.say(f"[stage] {name}: {self.timings[name]:.1f}s, peak {self.peaks_gb[name]:.2f} GB")
 
     def _progress(self, info: str, done: int | None = None, total: int | None = None) -> None:

@@ -26,6 +26,7 @@ def train_cached(
     hyperparameters, so a second demo run with the same inputs skips training. ``anchors`` (the
     other skills' files) hold the expert to the base there when the preset anchors experts.
     """
+    from cycleqd.resources import release_memory
     from cycleqd.train import train_expert
 
     report = train_expert(
@@ -43,6 +44,7 @@ def train_cached(
         save=preset.expert_form,
         progress=bar if bar is not None else False,
     )
+    release_memory()  # each expert's training peak, not the sum of them
     if report.skipped:
         say(f"  {out.name}: cached ({out})")
     else:

@@ -34,7 +34,7 @@ from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
 from cycleqd.train.data import BuildOptions, build_conversations
 from cycleqd.train.loop import LoopSettings, train_loop
-from cycleqd.train.lora import add_lora, cast_frozen_weights, merge_lora
+from cycleqd.train.lora import add_lora, cast_frozen_weights, merge_lora, restore_frozen_weights
 from cycleqd.train.masking import Encoded, encode_conversation
 from cycleqd.train.save import read_training_record, save_adapter, save_expert
 from cycleqd.train.spec import TrainSource, resolve_spec
@@ -288,13 +288,9 @@ def train_expert(
                 dropout=config.lora_dropout,
                 target_modules=config.target_modules,
             )
-        # Frozen weights in the checkpoint's bf16 when autocasting to bf16 (exact: see
-        # cast_frozen_weights); cast back to float32 before merging.
-        frozen_16 = (
-            config.method == "lora"
-            and config.precision == "bfloat16"
-            and checkpoint_dtype(base) == torch.bfloat16
-        )
+        # Frozen weights kept in bf16 when autocasting to bf16 (the same training: see
+        # cast_frozen_weights); the exact ones are put back before merging.
+        frozen_16 = config.method == "lora" and config.precision == "bfloat16"
         if frozen_16:
             cast_frozen_weights(model, torch.bfloat16)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -330,8 +326,10 @@ def train_expert(
             reference=model.disable_adapter if config.method == "lora" else None,
         )
 
-    if frozen_16:
-        cast_frozen_weights(model, torch.float32)
+    if frozen_16 and config.save != "adapter":
+        original = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+        restore_frozen_weights(model, original)
+        del original
     as_adapter = config.method == "lora" and config.save == "adapter"
     final = merge_lora(model) if config.method == "lora" and not as_adapter else model
     report = TrainReport(

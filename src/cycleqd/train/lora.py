@@ -45,11 +45,10 @@ def cast_frozen_weights(model: PeftModel, dtype: torch.dtype) -> int:
     """Store the frozen weights under the adapters in ``dtype``; returns how many were cast.
 
     Why: under bf16 autocast every linear layer casts its float32 weight to bf16 on every
-    forward pass (about 0.5 GB read and written per pass for a 135M model, a tenth of a CPU
-    training step), though the weights never change. Kept in bf16 they are cast once, and the
-    matmuls see exactly the values they saw before, so training is unchanged, bit for bit, when
-    the checkpoint itself is bf16 (casting it back to float32, to merge, is exact). The
-    adapters, embeddings and norms stay float32.
+    forward pass (about 0.5 GB read and written per pass for a 135M model), though the weights
+    never change. Kept in bf16 they are cast once, and the matmuls see exactly the values they
+    saw before, so training is unchanged, bit for bit. The adapters, embeddings and norms stay
+    float32; :func:`restore_frozen_weights` puts the exact weights back before a merge.
     """
     from peft.tuners.lora import LoraLayer
 
@@ -61,6 +60,20 @@ def cast_frozen_weights(model: PeftModel, dtype: torch.dtype) -> int:
                 weight.data = weight.data.to(dtype)
                 cast += 1
     return cast
+
+
+def restore_frozen_weights(model: PeftModel, original: torch.nn.Module) -> int:
+    """Put ``original``'s weights (the base freshly loaded) back under ``model``'s adapters, so a
+    merge adds the adapters to the exact base, not to its bf16 rounding; returns how many."""
+    from peft.tuners.lora import LoraLayer
+
+    modules = dict(original.named_modules())
+    restored = 0
+    for name, module in model.get_base_model().named_modules():
+        if isinstance(module, LoraLayer):
+            module.get_base_layer().weight.data = modules[name].weight.data
+            restored += 1
+    return restored
 
 
 def merge_lora(model: PeftModel) -> torch.nn.Module:
