@@ -1,8 +1,9 @@
 """The paper's operators against CMA-ME emitters, at the same number of child evaluations.
 
-On the demo's experts and validation splits (``--preset``, trained or taken from the cache as
-``cycleqd demo`` does), one search per method and seed with ``--evaluations`` children each. The
-paper's operators are the preset's search as the demo runs it; CMA-ME is the same run with
+On the demo's experts and validation splits (``--preset``; experts in the cache are used as
+they are, missing ones trained as ``cycleqd demo`` does), one search per method and seed with
+``--evaluations`` children each. ``paper``: the paper's operators (the demo ablation's first
+variant); ``preset``: the preset's own operators; ``cma_me``: the preset's run with
 ``search.emitter: cma_me`` (``--groups``, ``--batch-size``, ``--sigma0``). Prints one JSON line
 per method and seed as it finishes (an interrupted benchmark keeps what it measured):
 ``qd_score`` and ``coverage`` per archive, ``best_validation_average`` (the best child's mean
@@ -14,6 +15,7 @@ Usage::
 
     python benchmarks/emitters.py [--preset cpu] [--evaluations 40] [--seeds 0 1 2]
         [--groups block] [--batch-size 4] [--sigma0 0.2] [--out runs/emitters]
+        [--experts-cache DIR]
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from pathlib import Path
 from statistics import mean
 
 
-def experts_sum_average(demo, base: Path, experts: dict[str, Path], data, seed: int) -> float:
+def experts_sum_average(demo, base: Path, experts: dict[str, Path], data, seed: int, say) -> float:
     """The experts' sum (task arithmetic at weight 1) on the validation splits, once."""
+    from cycleqd.demo.baselines import build_merges
     from cycleqd.demo.skills import SKILLS
 
-    merges = demo.merges(base, experts, [seed])
+    merges = build_merges(
+        demo.out / "baselines", base, experts, ["task_arithmetic_full"], [seed], say
+    )
     model = merges["task_arithmetic_full"]
     files = {skill: data[skill]["validation"] for skill in SKILLS}
     report = demo.evaluate("experts-sum", model, files, "validation")
@@ -58,30 +63,52 @@ def main() -> None:
     parser.add_argument("--groups", default="block", choices=["model", "block", "tensor_kind"])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sigma0", type=float, default=0.2)
-    parser.add_argument("--methods", nargs="+", default=["paper", "cma_me"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["paper", "cma_me"], choices=["paper", "preset", "cma_me"]
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/emitters"))
+    parser.add_argument(
+        "--experts-cache",
+        type=Path,
+        default=None,
+        help="where the demo's experts are cached (default: the demo's); cached experts are "
+        "used as they are",
+    )
     args = parser.parse_args()
 
     from demo_inputs import say
 
     from cycleqd.demo.pipeline import Demo, DemoSettings
-    from cycleqd.demo.presets import PRESETS
+    from cycleqd.demo.presets import PAPER_OPERATORS, PRESETS
+    from cycleqd.demo.skills import SKILLS
 
     preset = replace(PRESETS[args.preset], generations=args.evaluations)
-    demo = Demo(DemoSettings(out=args.out, preset=preset, language=False), say=say)
+    settings = DemoSettings(
+        out=args.out, preset=preset, language=False, experts_cache=args.experts_cache
+    )
+    demo = Demo(settings, say=say)
     base = demo.model()
     data = demo.data()
-    experts = demo.experts(base, data)
-    target = experts_sum_average(demo, base, experts, data, preset.seed)
+    cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}
+    if all((d / "config.json").is_file() for d in cached.values()):
+        experts = cached  # as they are (their cache key also hashes code a benchmark can ignore)
+    else:
+        experts = demo.experts(base, data)
+    target = experts_sum_average(demo, base, experts, data, preset.seed, say)
     cma = {
         "search.emitter.kind": "cma_me",
         "search.emitter.groups": args.groups,
         "search.emitter.batch_size": args.batch_size,
         "search.emitter.sigma0": args.sigma0,
     }
+    overrides_of = {
+        "paper": {**preset.run, **PAPER_OPERATORS},
+        "preset": dict(preset.run),
+        "cma_me": {**preset.run, **cma},
+    }
     for seed in args.seeds:
         for method in args.methods:
-            overrides = {**preset.run, **(cma if method == "cma_me" else {})}
+            overrides = overrides_of[method]
             run_dir, summary = demo.search(
                 base, experts, data, seed, overrides=overrides, run_name=f"{method}-seed{seed}"
             )
