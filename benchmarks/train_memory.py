@@ -33,7 +33,7 @@ def child(
     from transformers import AutoModelForCausalLM
 
     from cycleqd.models.checkpoints import checkpoint_dtype
-    from cycleqd.models.engine import bf16_is_fast
+    from cycleqd.models.devices import bf16_is_fast
     from cycleqd.resources import peak_rss_bytes, reset_peak
     from cycleqd.train.loop import LoopSettings, train_loop
     from cycleqd.train.lora import add_lora, cast_frozen_weights

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cycleqd.errors import CycleQDError
-from cycleqd.models.engine import HFEngine, bf16_is_fast, pick_device
+from cycleqd.models.devices import bf16_is_fast, pick_device
+from cycleqd.models.engine import HFEngine
 from cycleqd.tasks.code.task import CodeParams, CodeTask
 from cycleqd.train import TrainConfig, train_expert
 from cycleqd.train.batching import collate

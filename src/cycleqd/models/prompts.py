@@ -37,7 +37,7 @@ class PromptEncoder:
         from transformers import AutoTokenizer
 
         from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
-        from cycleqd.models.engine import pick_device, pick_dtype  # it imports this module
+        from cycleqd.models.devices import pick_device, pick_dtype
 
         self.model_dir = Path(model_dir)
         self.base_dir = adapter_base(self.model_dir) or self.model_dir

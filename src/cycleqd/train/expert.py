@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import cycleqd
 from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import checkpoint_dtype
-from cycleqd.models.engine import bf16_is_fast, pick_device
+from cycleqd.models.devices import bf16_is_fast, pick_device
 from cycleqd.progress import progress_bar
 from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
