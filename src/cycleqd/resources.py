@@ -30,15 +30,20 @@ def reset_peak() -> bool:
     return True
 
 
-def rss_bytes() -> int:
-    """This process's resident memory now (0 where ``/proc`` cannot tell)."""
+def _status_bytes(key: str) -> int | None:
+    """A memory figure of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or None off Linux."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024  # reported in kB
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return None
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (0 where ``/proc`` cannot tell)."""
+    return _status_bytes("VmRSS") or 0
 
 
 def release_memory() -> None:
@@ -61,11 +66,8 @@ def release_memory() -> None:
 
 def peak_rss_bytes() -> int:
     """This process's peak resident memory since the last :func:`reset_peak` (or its start)."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
+    high = _status_bytes("VmHWM")
+    if high is not None:
+        return high
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux

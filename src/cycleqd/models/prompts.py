@@ -9,12 +9,14 @@ do with the weights.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
 
 from cycleqd.errors import CycleQDError
-
-if TYPE_CHECKING:
-    import torch
+from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
+from cycleqd.models.devices import pick_device, pick_dtype
 
 Prompt = str | list[dict[str, str]]
 
@@ -34,11 +36,6 @@ class PromptEncoder:
         directory, its base; the device; the checkpoint's dtype (what adapters are merged and
         exports saved in) and the compute dtype; the tokenizer (the model's own, else the
         base's), with a pad token."""
-        from transformers import AutoTokenizer
-
-        from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
-        from cycleqd.models.devices import pick_device, pick_dtype
-
         self.model_dir = Path(model_dir)
         self.base_dir = adapter_base(self.model_dir) or self.model_dir
         if not (self.base_dir / "config.json").is_file():
