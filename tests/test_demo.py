@@ -275,15 +275,15 @@ def test_language_column_is_skipped_with_a_notice_when_its_file_is_missing(
     assert Demo(off, say=messages.append).language_file() is None
 
 
-def test_the_language_column_fetches_mmlu_by_default_and_names_its_file(
+def test_the_language_column_fetches_hellaswag_by_default_and_names_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without a file the column fetches MMLU; a failed fetch is a notice, not a crash; the
+    """Without a file the column fetches HellaSwag; a failed fetch is a notice, not a crash; the
     report names the file's benchmark."""
     import cycleqd.tasks.data_zoo as zoo
 
     fetched: list[str] = []
-    path = tmp_path / "mmlu-test.jsonl"
+    path = tmp_path / "hellaswag-validation.jsonl"
 
     def fetch(name: str) -> Any:
         fetched.append(name)
@@ -295,13 +295,13 @@ def test_the_language_column_fetches_mmlu_by_default_and_names_its_file(
     messages: list[str] = []
     demo = Demo(DemoSettings(out=tmp_path, preset=PRESETS["mini"]), say=messages.append)
     assert demo.language_file() == path
-    assert language_name(path) == "mmlu-test"
+    assert language_name(path) == "hellaswag-validation"
     assert language_name(tmp_path / "discourse_marker_prediction.json") == (
         "discourse_marker_prediction"
     )
     assert demo.language_file() is None
-    assert fetched == ["mmlu", "mmlu"]
-    assert "mmlu could not be fetched (no network)" in messages[0]
+    assert fetched == ["hellaswag", "hellaswag"]
+    assert "hellaswag could not be fetched (no network)" in messages[0]
 
 
 def test_the_language_column_scores_a_bigbench_task_as_cloze(tmp_path: Path) -> None:

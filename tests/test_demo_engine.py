@@ -46,6 +46,9 @@ def test_a_vllm_demo_drops_the_presets_shared_pass_settings(
     monkeypatch.setattr(pipeline, "_has_vllm", lambda: True)
     on_vllm, on_hf = _demo(tmp_path, "vllm", None, []), _demo(tmp_path, "hf", None, [])
     assert on_vllm._engine()["kind"] == "vllm" and on_hf._engine()["kind"] == "hf"
+    # the preset's key/value memory reaches vLLM, and only vLLM
+    assert on_vllm._engine()["vllm_kv_cache_gb"] == on_vllm.p.vllm_kv_cache_gb
+    assert "vllm_kv_cache_gb" not in on_hf._engine()
     shared = {"executor.children_per_batch", "executor.population"}
     assert shared <= set(on_hf._run_settings(None))  # mini shares passes on transformers
     kept = on_vllm._run_settings(None)

