@@ -146,6 +146,11 @@ def test_a_cma_me_run_fills_archives_and_ends_with_a_final_model(
     assert (tmp_path / "run" / "final" / "config.json").is_file()
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["emitters"]["format"] == 1
+    # six children per archive's emitter, in CMA-ES batches of three: two iterations each
+    emitters = summary["emitters"]
+    assert set(emitters) == set(summary["archives"])
+    assert [e["iterations"] for e in emitters.values()] == [2, 2]
+    assert all(e["open"] == 0 for e in emitters.values())
 
 
 def test_a_killed_cma_me_run_resumes_to_the_same_archives(family: dict, tmp_path: Path) -> None:

@@ -394,6 +394,10 @@ class CycleQD:
         if self.emitters is not None:
             self.emitters.record(generation, scores, rejected=bool(violated))
             self.state["emitters"] = self.emitters.to_state()
+            # readable beside the pickled state: summary.json reports them
+            self.state["emitter_stats"] = dict(
+                zip((a.task for a in self.archives), self.emitters.stats(), strict=True)
+            )
         stats = {a.task: a.stats() for a in self.archives}
         self.state["scores"][child_id] = scores
         line = {
@@ -506,6 +510,8 @@ def summarise(state: dict[str, Any], archives: Sequence[TaskArchive]) -> dict[st
         },
         "final": state.get("final"),
         **_constraint_summary(state),
+        # search.emitter: cma_me: per archive's emitter, CMA-ES iterations and restarts
+        **({"emitters": state["emitter_stats"]} if state.get("emitter_stats") else {}),
     }
 
 
