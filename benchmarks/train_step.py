@@ -1,13 +1,13 @@
 """Where an expert's training step spends its time, on the demo's own conversations.
 
 Builds the `cpu` preset's training data (the procedural suites' gold trajectories, replayed and
-verified in the real environments, as the demo does), then for each ``--skill`` times
-``--steps`` optimizer steps of the demo's recipe (LoRA r=16 on every linear module, batch 8,
-bf16 autocast where the CPU has it, micro-batches of ``--max-batch-tokens``) twice: plain (the
-all-data fine-tune's kind of step) and anchored (4 of the other skills' conversations, KL to the
-base). One more anchored step runs under ``torch.profiler`` for the operators that cost most.
-Prints one JSON object: per skill, seconds per step each way, the tokens each pass computes, and
-the top operators.
+verified in the real environments, as the demo does), then for each ``--skills`` entry times
+``--steps`` optimizer steps of the demo's recipe (LoRA r=16 on every linear module, no dropout,
+batch 8, bf16 autocast where the CPU has it, micro-batches of ``--max-batch-tokens``) twice:
+plain (the all-data fine-tune's kind of step) and anchored (4 of the other skills'
+conversations, KL to the base). One more anchored step runs under ``torch.profiler`` for the
+operators that cost most. Prints one JSON object: per skill, seconds per step each way, the
+tokens each pass computes, and the top operators.
 
 Usage::
 
@@ -52,7 +52,15 @@ def encoded(model_dir: Path, skill: str, out: Path, n: int) -> list:
     return [r for r in rows if len(r.input_ids) <= 2048 and r.n_labels]
 
 
-def steps_seconds(model_dir: Path, samples, anchors, steps: int, max_tokens: int | None) -> float:
+def steps_seconds(
+    model_dir: Path,
+    samples,
+    anchors,
+    steps: int,
+    max_tokens: int | None,
+    dropout: float = 0.0,
+    attention: str = "sdpa",
+) -> float:
     """Seconds per optimizer step of ``steps`` steps (after one warm-up step)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -62,12 +70,10 @@ def steps_seconds(model_dir: Path, samples, anchors, steps: int, max_tokens: int
     from cycleqd.train.lora import add_lora, cast_frozen_weights
 
     torch.manual_seed(0)
-    model = add_lora(
-        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
-        r=16,
-        alpha=32,
-        dropout=0.05,
+    base = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=attention
     )
+    model = add_lora(base, r=16, alpha=32, dropout=dropout)
     fast = bf16_is_fast(torch.device("cpu"))
     if fast:
         cast_frozen_weights(model, torch.bfloat16)
@@ -95,13 +101,15 @@ def steps_seconds(model_dir: Path, samples, anchors, steps: int, max_tokens: int
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
 
-def profile_step(model_dir: Path, samples, anchors, max_tokens: int | None, top: int) -> list:
+def profile_step(
+    model_dir: Path, samples, anchors, max_tokens: int | None, top: int, **kwargs
+) -> list:
     """The ``top`` operators of one anchored step by self CPU time."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        steps_seconds(model_dir, samples[:16], anchors, 1, max_tokens)
+        steps_seconds(model_dir, samples[:16], anchors, 1, max_tokens, **kwargs)
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
     del torch
@@ -134,16 +142,37 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=1536)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--lora-dropout", type=float, default=0.0, help="the demo's: 0")
+    parser.add_argument(
+        "--import-vllm",
+        action="store_true",
+        help="import vLLM first, as the demo does when its engine is vllm",
+    )
+    parser.add_argument("--attention", default="sdpa", help="attn_implementation: sdpa, eager")
     args = parser.parse_args()
+    if args.import_vllm:
+        from cycleqd.models.vllm_engine import vllm_available
 
-    result: dict = {"steps": args.steps, "max_batch_tokens": args.max_batch_tokens, "skills": {}}
+        vllm_available()
+
+    result: dict = {
+        "steps": args.steps,
+        "max_batch_tokens": args.max_batch_tokens,
+        "lora_dropout": args.lora_dropout,
+        "attention": args.attention,
+        "vllm_imported": args.import_vllm,
+        "skills": {},
+    }
+    how = {"dropout": args.lora_dropout, "attention": args.attention}
     with tempfile.TemporaryDirectory() as tmp:
         data = {s: encoded(args.model, s, Path(tmp), args.n) for s in ("code", "os", "db")}
     for skill in args.skills:
         samples = data[skill]
         anchors = [r for other, rows in data.items() if other != skill for r in rows]
-        plain = steps_seconds(args.model, samples, [], args.steps, args.max_batch_tokens)
-        anchored = steps_seconds(args.model, samples, anchors, args.steps, args.max_batch_tokens)
+        plain = steps_seconds(args.model, samples, [], args.steps, args.max_batch_tokens, **how)
+        anchored = steps_seconds(
+            args.model, samples, anchors, args.steps, args.max_batch_tokens, **how
+        )
         entry = {
             "conversation_tokens_mean": round(
                 sum(len(r.input_ids) for r in samples) / len(samples)
@@ -155,7 +184,7 @@ def main() -> None:
         }
         if not args.no_profile:
             entry["top_ops_anchored"] = profile_step(
-                args.model, samples, anchors, args.max_batch_tokens, args.top
+                args.model, samples, anchors, args.max_batch_tokens, args.top, **how
             )
         result["skills"][skill] = entry
         print(json.dumps({skill: entry}), flush=True)

@@ -35,3 +35,25 @@ def test_release_memory_hands_freed_heap_memory_back() -> None:
     release_memory()
     assert held - rss_bytes() > 150 * 2**20
     assert len(kept) == 750
+
+
+def _capacity_after_import(env: dict[str, str]) -> str:
+    """``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` as a fresh interpreter has it after importing cycleqd."""
+    import os
+    import subprocess
+
+    code = "import os, cycleqd; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    base = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_importing_cycleqd_bounds_onednn_kernel_cache_unless_the_user_set_it() -> None:
+    """The bound is in place before any matmul (oneDNN reads it once); a user's value wins."""
+    from cycleqd.resources import KERNEL_CACHE_CAPACITY
+
+    assert _capacity_after_import({}) == str(KERNEL_CACHE_CAPACITY)
+    assert _capacity_after_import({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "7"}) == "7"

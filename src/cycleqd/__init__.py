@@ -5,6 +5,9 @@ layer and the search, so any PyTorch state dict can be searched by the same mach
 """
 
 from cycleqd.errors import CycleQDError
+from cycleqd.resources import bound_kernel_cache
+
+bound_kernel_cache()
 
 __all__ = ["CycleQDError"]
 __version__ = "0.1.0"

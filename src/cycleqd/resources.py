@@ -12,11 +12,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import resource
 import sys
 from pathlib import Path
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+# oneDNN kernels kept for reuse (its default: 1024); see bound_kernel_cache
+KERNEL_CACHE_CAPACITY = 128
 _STATUS = Path("/proc/self/status")
 
 
@@ -71,3 +74,17 @@ def peak_rss_bytes() -> int:
         return high
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
+
+
+def bound_kernel_cache(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
+    """Keep at most ``capacity`` compiled oneDNN kernels (torch's CPU matmuls), unless the
+    user's environment already sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``.
+
+    Why: oneDNN caches a kernel, with its scratch memory, for every matrix shape it meets, up to
+    1024 of them. Training on conversations of varying length meets new shapes at every step,
+    so the cache grew an expert's training from 3.6 to 6.5 GB over 48 steps (the os expert of
+    the demo, ``docs/results.md``) while nothing else grew. One step's shapes fit in 128, so
+    the kernels a step reuses across its layers stay cached. oneDNN reads the variable when it
+    builds its first kernel, so this runs when cycleqd is imported, before any matmul.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
