@@ -1,4 +1,5 @@
-"""Peak resident memory of a stretch of work (the demo records it per stage).
+"""Peak resident memory of a stretch of work (the demo records it per stage), and what keeps
+it down (freed memory handed back, oneDNN's kernel cache bounded).
 
 ``ru_maxrss`` only grows, so it cannot tell which stage reached the peak. Linux lets a process
 reset its own high-water mark (writing ``5`` to ``/proc/self/clear_refs``) and read it back
@@ -81,10 +82,11 @@ def bound_kernel_cache(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
     user's environment already sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``.
 
     Why: oneDNN caches a kernel, with its scratch memory, for every matrix shape it meets, up to
-    1024 of them. Training on conversations of varying length meets new shapes at every step,
-    so the cache grew an expert's training from 3.6 to 6.5 GB over 48 steps (the os expert of
-    the demo, ``docs/results.md``) while nothing else grew. One step's shapes fit in 128, so
-    the kernels a step reuses across its layers stay cached. oneDNN reads the variable when it
-    builds its first kernel, so this runs when cycleqd is imported, before any matmul.
+    1024 of them, and training on conversations of varying length meets new shapes at every
+    step. The demo's os expert grew from 3.6 to 6.5 GB resident over its 48 steps with the
+    default and to 5.3 GB with 128 (peak 6.9 against 5.7 GB, ``docs/results.md``); with no
+    cache it stays flat but steps are five times slower, since a step reuses each shape across
+    its layers. Step times at 128 and 1024 were within the machine's noise. oneDNN reads the
+    variable when it builds its first kernel, so this runs when cycleqd is imported.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
