@@ -5,9 +5,9 @@ verified in the real environments, as the demo does), then for each ``--skills``
 ``--steps`` optimizer steps of the demo's recipe (LoRA r=16 on every linear module, no dropout,
 batch 8, bf16 autocast where the CPU has it, micro-batches of ``--max-batch-tokens``) twice:
 plain (the all-data fine-tune's kind of step) and anchored (4 of the other skills'
-conversations, KL to the base). One more anchored step runs under ``torch.profiler`` for the
-operators that cost most. Prints one JSON object: per skill, seconds per step each way, the
-tokens each pass computes, and the top operators.
+conversations, KL to the base). A model load and two more anchored steps run under
+``torch.profiler`` for the operators that cost most. Prints one JSON object: per skill, seconds
+per step each way, the tokens each pass computes, and the top operators.
 
 Usage::
 
@@ -104,15 +104,14 @@ def steps_seconds(
 def profile_step(
     model_dir: Path, samples, anchors, max_tokens: int | None, top: int, **kwargs
 ) -> list:
-    """The ``top`` operators of one anchored step by self CPU time."""
-    import torch
+    """The ``top`` operators by self CPU time of a profiled run: loading the model with its
+    adapters, then two anchored steps (the first a warm-up), so the shares include the load."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         steps_seconds(model_dir, samples[:16], anchors, 1, max_tokens, **kwargs)
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
-    del torch
     return [
         {
             "op": e.key,
