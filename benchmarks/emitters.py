@@ -71,8 +71,8 @@ def main() -> None:
         "--experts-cache",
         type=Path,
         default=None,
-        help="where the demo's experts are cached (default: the demo's); cached experts are "
-        "used as they are",
+        help="the folder holding the demo's expert cache, one subfolder per preset "
+        "(DIR/<preset>/expert-code...; default: the demo's); cached experts are used as they are",
     )
     args = parser.parse_args()
 
@@ -92,7 +92,9 @@ def main() -> None:
     cached = {skill: demo._expert_dir(f"expert-{skill}") for skill in SKILLS}
     if all((d / "config.json").is_file() for d in cached.values()):
         experts = cached  # as they are (their cache key also hashes code a benchmark can ignore)
+        say(f"experts: as cached in {cached['code'].parent}")
     else:
+        say(f"experts: none cached in {cached['code'].parent}; training them as the demo does")
         experts = demo.experts(base, data)
     target = experts_sum_average(demo, base, experts, data, preset.seed, say)
     cma = {

@@ -34,22 +34,17 @@ def encoded(model_dir: Path, skill: str, out: Path, n: int) -> list:
 
     from cycleqd.demo.skills import SKILLS
     from cycleqd.tasks.suites import get_suite, write_samples
-    from cycleqd.train.data import BuildOptions, build_conversations
-    from cycleqd.train.masking import encode_conversation
+    from cycleqd.train.data import BuildOptions
+    from cycleqd.train.expert import encode_source
     from cycleqd.train.spec import resolve_spec
 
     suite, _, suffix = SKILLS[skill]
     path = out / f"{suite}-train{suffix}"
     write_samples(path, get_suite(suite).generate("train", n, 0, None))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    data = build_conversations(resolve_spec(str(path)), BuildOptions(n=None, seed=0))
-    rows = [
-        encode_conversation(
-            tokenizer, c.messages, c.train_from, sample_id=c.sample_id, source=c.source
-        )
-        for c in data.conversations
-    ]
-    return [r for r in rows if len(r.input_ids) <= 2048 and r.n_labels]
+    options = BuildOptions(n=None, seed=0)
+    _, rows = encode_source(resolve_spec(str(path)), tokenizer, options, max_len=2048)
+    return rows
 
 
 def steps_seconds(

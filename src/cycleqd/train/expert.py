@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,6 +185,39 @@ def cache_key_for(
     return sources, kept, expert_cache_key(base, sources, config.hyperparameters(), kept)
 
 
+def encode_source(
+    source: TrainSource,
+    tokenizer: Any,
+    options: BuildOptions,
+    max_len: int,
+    tick: Callable[[int, int], None] | None = None,
+) -> tuple[SourceReport, list[Encoded]]:
+    """Verified conversations of ``source``, tokenised, and what was dropped and why.
+
+    One function for training and for ``benchmarks/train_step.py``, so a benchmark times the
+    very samples an expert trains on. Conversations longer than ``max_len`` tokens or with no
+    trained token are left out and counted.
+    """
+    data = build_conversations(source, options, tick)
+    kept = [
+        encode_conversation(
+            tokenizer, c.messages, c.train_from, sample_id=c.sample_id, source=c.source
+        )
+        for c in data.conversations
+    ]
+    fitting = [e for e in kept if len(e.input_ids) <= max_len and e.n_labels]
+    report = SourceReport(
+        spec=source.spec,
+        format=source.format,
+        samples=data.n_samples,
+        kept=len(fitting),
+        dropped=dict(Counter(data.dropped)),
+        too_long=len(kept) - len(fitting),
+        note=data.note,
+    )
+    return report, fitting
+
+
 def train_expert(
     base: Path,
     tasks: str | Path | Sequence[str | Path],
@@ -237,31 +270,13 @@ def train_expert(
     with _progress(progress) as bar:
 
         def encode(source: TrainSource) -> tuple[SourceReport, list[Encoded]]:
-            """Verified conversations of ``source``, tokenised; what was dropped and why."""
             task = bar.add_task(f"data {source.label}", total=None, info="") if bar else None
 
             def tick(done: int, total: int) -> None:
                 if bar is not None and task is not None:
                     bar.update(task, completed=done, total=total)
 
-            data = build_conversations(source, options, tick)
-            kept = [
-                encode_conversation(
-                    tokenizer, c.messages, c.train_from, sample_id=c.sample_id, source=c.source
-                )
-                for c in data.conversations
-            ]
-            fitting = [e for e in kept if len(e.input_ids) <= config.max_len and e.n_labels]
-            report = SourceReport(
-                spec=source.spec,
-                format=source.format,
-                samples=data.n_samples,
-                kept=len(fitting),
-                dropped=dict(Counter(data.dropped)),
-                too_long=len(kept) - len(fitting),
-                note=data.note,
-            )
-            return report, fitting
+            return encode_source(source, tokenizer, options, config.max_len, tick)
 
         for source in sources:
             report, fitting = encode(source)
