@@ -117,7 +117,7 @@ def evaluate_model(
     takes this model in place of its last one where it can (see
     :class:`~cycleqd.models.engines.EngineSlot`).
     """
-    from cycleqd.models.engines import open_engine
+    from cycleqd.models.engines import close_engine, open_engine
     from cycleqd.tasks import build_task
 
     emit = progress or (lambda message: None)
@@ -146,21 +146,25 @@ def evaluate_model(
     engine = open_engine(model_dir, **settings) if slot is None else slot.open(model_dir, settings)
     results: dict[str, Any] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    for task in tasks:
-        emit(f"task {task.name}")
-        started = time.perf_counter()
-        result = task.evaluate(engine)
-        seconds = time.perf_counter() - started
-        transcripts = out.with_name(f"{out.stem}.{task.name}.jsonl")
-        atomic_write_text(
-            transcripts, "".join(json.dumps(r, default=str) + "\n" for r in result.records)
-        )
-        results[task.name] = {
-            "quality": result.quality,
-            "samples": len(result.records),
-            "seconds": round(seconds, 2),
-            "transcripts": str(transcripts),
-        }
+    try:
+        for task in tasks:
+            emit(f"task {task.name}")
+            started = time.perf_counter()
+            result = task.evaluate(engine)
+            seconds = time.perf_counter() - started
+            transcripts = out.with_name(f"{out.stem}.{task.name}.jsonl")
+            atomic_write_text(
+                transcripts, "".join(json.dumps(r, default=str) + "\n" for r in result.records)
+            )
+            results[task.name] = {
+                "quality": result.quality,
+                "samples": len(result.records),
+                "seconds": round(seconds, 2),
+                "transcripts": str(transcripts),
+            }
+    finally:
+        if slot is None:  # opened here: its memory goes back now, not at exit
+            close_engine(engine)
     report = {"model": str(model_dir), "key": key, "tasks": results}
     atomic_write_text(out, json.dumps(report, indent=2))
     return report

@@ -207,11 +207,38 @@ def test_save_writes_the_given_weights_as_a_model_directory(
     assert (tmp_path / "out" / "tokenizer.json").is_file()
 
 
-def test_a_search_on_vllm_scores_children_as_on_transformers(family: dict, tmp_path: Path) -> None:
+def test_closing_an_engine_hands_back_its_kv_cache(family: dict) -> None:
+    """A closed engine's KV cache leaves the process (dropping the engine alone kept it), and
+    closing twice is harmless."""
+    from cycleqd.resources import release_memory, rss_bytes
+
+    engine = VLLMEngine(
+        family["base"], device="cpu", dtype="float32", compile=False, kv_cache_gb=0.5
+    )
+    assert engine.generate(PROMPTS[:1], max_new_tokens=4)
+    release_memory()
+    held = rss_bytes()
+    engine.close()
+    engine.close()
+    release_memory()
+    assert held - rss_bytes() > 0.4 * 2**30
+
+
+def test_a_search_on_vllm_scores_children_as_on_transformers(
+    family: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same seeded search with engine.kind hf and vllm: the same children, the same scores
-    (within float32 kernel rounding), the same archives."""
+    (within float32 kernel rounding), the same archives; the run closes its vLLM engine."""
     from cycleqd.search.run import start_run
 
+    closed: list[VLLMEngine] = []
+    close = VLLMEngine.close
+
+    def spy(engine: VLLMEngine) -> None:
+        closed.append(engine)
+        close(engine)
+
+    monkeypatch.setattr(VLLMEngine, "close", spy)
     summaries = {}
     for kind in ("hf", "vllm"):
         data = base_config(family, tmp_path / kind, generations=3)
@@ -223,6 +250,7 @@ def test_a_search_on_vllm_scores_children_as_on_transformers(family: dict, tmp_p
         assert (out / "final" / "model.safetensors").is_file() or any(
             (out / "final").glob("*.safetensors")
         )
+    assert len(closed) == 1 and "llm" not in vars(closed[0])
     hf, vl = summaries["hf"], summaries["vllm"]
     for task, score in hf["final"]["scores"].items():
         assert vl["final"]["scores"][task] == pytest.approx(score, abs=1e-4), task

@@ -63,6 +63,14 @@ def open_engine(
     )
 
 
+def close_engine(engine: HFEngine | VLLMEngine | None) -> None:
+    """Hand back what ``engine`` holds outside Python's garbage collector (vLLM's engine core and
+    its KV cache; a transformers engine holds nothing of the kind), then collect."""
+    if isinstance(engine, VLLMEngine):
+        engine.close()
+    gc.collect()
+
+
 def model_signature(model_dir: Path) -> str:
     """A digest of what an engine is built for: the architecture (``config.json`` bar names),
     the checkpoint dtype and the tokenizer and generation files. Two models with the same
@@ -109,9 +117,8 @@ class EngineSlot:
         return self._engine
 
     def close(self) -> None:
-        self._engine = None
-        self._key = None
-        gc.collect()
+        engine, self._engine, self._key = self._engine, None, None
+        close_engine(engine)
 
     def __enter__(self) -> EngineSlot:
         return self

@@ -68,6 +68,7 @@ def _search(
         return search.run()
     finally:
         executor.close()
+        session.close()
 
 
 def _session(config: RunConfig, progress: ProgressFn | None) -> Session:
@@ -489,7 +490,10 @@ def export_run(
             session.basis, genome, config.base_model, out, combine=config.basis.combine
         )
     session = Session(config)
-    session.export_genome(genome, out)
+    try:
+        session.export_genome(genome, out)
+    finally:
+        session.close()
     return out
 
 

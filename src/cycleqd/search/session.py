@@ -15,7 +15,7 @@ from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource, check_compatible
 from cycleqd.models.engine import HFEngine
-from cycleqd.models.engines import open_engine
+from cycleqd.models.engines import close_engine, open_engine
 from cycleqd.search.loop import ProgressFn
 from cycleqd.tasks import build_task
 
@@ -80,6 +80,11 @@ class Session:
             density=config.basis.density,
             writer=None if resident else self.engine.write_weights,
         )
+
+    def close(self) -> None:
+        """Stop the engine (vLLM's engine core keeps its memory until stopped, see
+        :meth:`~cycleqd.models.vllm_engine.VLLMEngine.close`); the session scores nothing after."""
+        close_engine(self.__dict__.pop("engine", None))
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
         """Write ``genome`` as a Hugging Face model directory, in the base checkpoint's dtype.
