@@ -256,6 +256,28 @@ def test_a_search_on_vllm_scores_children_as_on_transformers(
         assert vl["final"]["scores"][task] == pytest.approx(score, abs=1e-4), task
 
 
+def test_a_search_in_a_slot_leaves_its_engine_to_the_next_model(
+    family: dict, tmp_path: Path
+) -> None:
+    """The demo's stages: a search scores its children in the slot's engine and leaves it open;
+    the next model is written into that same engine and answers as it does alone."""
+    from cycleqd.models.engines import EngineSlot
+    from cycleqd.search.run import start_or_resume_run
+
+    data = base_config(family, tmp_path, generations=2)
+    data["engine"] = {"kind": "vllm", "dtype": "float32", "device": "cpu", "vllm_compile": False}
+    config = RunConfig.model_validate(data)
+    expert = next(iter(family["experts"].values()))
+    with EngineSlot() as slot:
+        start_or_resume_run(config, tmp_path / "out", slot=slot)
+        engine = slot.open(expert, config.engine.model_dump())
+        assert slot.opened == 1
+        got = engine.generate(PROMPTS, max_new_tokens=16)
+    assert got == HFEngine(expert, device="cpu", dtype="float32").generate(
+        PROMPTS, max_new_tokens=16
+    )
+
+
 def test_vllm_refuses_children_sharing_passes(family: dict, tmp_path: Path) -> None:
     data = base_config(family, tmp_path)
     data["engine"] = {"kind": "vllm"}

@@ -196,6 +196,7 @@ class Demo:
         *,
         overrides: dict[str, Any] | None = None,
         run_name: str | None = None,
+        slot: EngineSlot | None = None,
     ):
         """One CycleQD search on the validation splits: its run directory and summary.
 
@@ -203,6 +204,7 @@ class Demo:
         overrides (the ablation's variants); sizes stay the demo's. ``run_name`` names the run
         directory (default: ``cycleqd``, ``cycleqd-seed{s}``). The run directory's
         ``config.yaml`` is the exact config searched: ``cycleqd run`` takes it unchanged.
+        ``slot``: the engine to search in, left open (the demo's later stages reuse it).
         """
         from cycleqd.config import load_config
         from cycleqd.search.run import start_or_resume_run
@@ -252,6 +254,7 @@ class Demo:
             progress=progress,
             announce=announce,
             share=self.searched,
+            slot=slot,
         )
         self.searched.append(run_dir)
         return run_dir, summary
@@ -418,12 +421,30 @@ class Demo:
         seeds = [self.p.seed + i for i in range(max(1, self.s.seeds))]
         with self.stage("merge baselines"):
             merges = self.merges(base, experts, seeds)
+        # One engine from the search to the end: on vLLM each next model (a child, a baseline,
+        # the final merge) is written into it, where opening one per stage cost about 50 s and
+        # the memory of a second engine.
+        with EngineSlot() as slot:
+            return self._search_and_score(base, data, experts, all_data, merges, seeds, slot)
+
+    def _search_and_score(
+        self,
+        base: Path,
+        data: dict[str, dict[str, Path]],
+        experts: dict[str, Path],
+        all_data: Path,
+        merges: dict[str, Path],
+        seeds: list[int],
+        slot: EngineSlot,
+    ) -> list[dict[str, Any]]:
+        """The demo after training and merging: searches, then the test and real scores, all in
+        ``slot``'s engine; writes the report and returns the table's rows."""
         finals: list[Path] = []
         with self.stage("cycleqd search"):
             for seed in seeds:
                 if len(seeds) > 1:
                     self.say(f"  search with seed {seed}")
-                run, summ = self.search(base, experts, data, seed)
+                run, summ = self.search(base, experts, data, seed, slot=slot)
                 finals.append(Path(summ["final"]["model"]))
                 if seed == seeds[0]:
                     run_dir, summary = run, summ
@@ -434,7 +455,12 @@ class Demo:
                 for label, variant in ablations(self.p):
                     self.say(f"  ablation: {label}")
                     _, summ = self.search(
-                        base, experts, data, overrides=variant, run_name=f"ablation-{_slug(label)}"
+                        base,
+                        experts,
+                        data,
+                        overrides=variant,
+                        run_name=f"ablation-{_slug(label)}",
+                        slot=slot,
                     )
                     variants.append((label, Path(summ["final"]["model"]), summ))
         models: list[tuple[str, Path]] = [("base", base)]
@@ -444,7 +470,7 @@ class Demo:
         models += [(f"CycleQD (seed {s})", f) for s, f in zip(seeds[1:], finals[1:], strict=True)]
         rows: list[dict[str, Any]] = []
         language = self.language_file()
-        with self.stage("test evaluation"), EngineSlot() as slot:
+        with self.stage("test evaluation"):
             test_files = {skill: data[skill]["test"] for skill in SKILLS}
             for i, (name, path) in enumerate(models):
                 self._progress(f"{name}", i, len(models))
@@ -454,7 +480,7 @@ class Demo:
                 rows.append(table_row(name, report, seed=self.p.seed))
         ablation_rows: list[dict[str, Any]] = []
         if variants:
-            with self.stage("ablation test evaluation"), EngineSlot() as slot:
+            with self.stage("ablation test evaluation"):
                 for i, (label, path, summ) in enumerate(variants):
                     self._progress(label, i, len(variants))
                     report = self.evaluate(
@@ -477,7 +503,7 @@ class Demo:
         real_rows: list[dict[str, Any]] = []
         real = self.real_benchmarks()
         if real:
-            with self.stage("real benchmarks"), EngineSlot() as slot:
+            with self.stage("real benchmarks"):
                 for name, path in (("base", base), ("CycleQD", final)):
                     report = self.evaluate(_slug(name), path, real, "real", real=True, slot=slot)
                     real_rows.append(table_row(name, report, seed=self.p.seed))

@@ -16,6 +16,7 @@ from cycleqd.config import RunConfig, SearchConfig, dump_config, load_config
 from cycleqd.errors import CycleQDError
 from cycleqd.keys import hash_model, hash_source, hash_task_files
 from cycleqd.merging.adapter_export import write_adapter
+from cycleqd.models.engines import EngineSlot
 from cycleqd.report.run import plot_run
 from cycleqd.search.archive import TaskArchive
 from cycleqd.search.executors import Executor, SerialExecutor
@@ -71,9 +72,12 @@ def _search(
         session.close()
 
 
-def _session(config: RunConfig, progress: ProgressFn | None) -> Session:
-    """The driver's session: with Ray, the engine and task environments live in the actors."""
-    return Session(config, progress, engine=config.executor.kind == "serial")
+def _session(
+    config: RunConfig, progress: ProgressFn | None, slot: EngineSlot | None = None
+) -> Session:
+    """The driver's session: with Ray, the engine and task environments live in the actors.
+    ``slot``: the caller's engine, kept open after the run (see :class:`Session`)."""
+    return Session(config, progress, engine=config.executor.kind == "serial", slot=slot)
 
 
 def start_run(
@@ -84,16 +88,18 @@ def start_run(
     progress: ProgressFn | None = None,
     key: str | None = None,
     seeding: dict[str, Any] | None = None,
+    slot: EngineSlot | None = None,
 ) -> dict[str, Any]:
     """A new run in ``out``; refuses to touch an existing run directory without ``force``.
 
     ``key`` (:func:`run_key` of ``config``) is stored beside the config, so that
     :func:`start_or_resume_run` can later tell this run's inputs from another's. ``seeding``:
     the experts' scores of another run with the same seeding (:func:`shared_seeding`).
+    ``slot``: the engine to score children in, the caller's to close.
     """
     store = RunStore(out)
     store.ensure_new(force=force)
-    session = _session(config, progress)  # validate everything before touching the directory
+    session = _session(config, progress, slot)  # validate everything before touching the directory
     store.create(dump_config(config), force=force)
     if key is not None:
         store.write_key(key)
@@ -195,7 +201,12 @@ def finished_search(
 
 
 def _derive_run(
-    source: RunStore, config: RunConfig, out: Path, key: str, progress: ProgressFn | None
+    source: RunStore,
+    config: RunConfig,
+    out: Path,
+    key: str,
+    progress: ProgressFn | None,
+    slot: EngineSlot | None = None,
 ) -> dict[str, Any]:
     """A run in ``out`` whose search is ``source``'s, with ``config``'s own final stage.
 
@@ -208,7 +219,7 @@ def _derive_run(
     state.pop("format", None)
     state["phase"] = "search"
     store = RunStore(out)
-    session = _session(config, progress)  # validate everything before touching the directory
+    session = _session(config, progress, slot)  # validate all before touching the directory
     store.create(dump_config(config), force=True)
     shutil.copytree(
         source.root / "individuals",
@@ -366,6 +377,7 @@ def start_or_resume_run(
     progress: ProgressFn | None = None,
     announce: Callable[[RunStart], None] | None = None,
     share: Sequence[Path] = (),
+    slot: EngineSlot | None = None,
 ) -> tuple[dict[str, Any], RunStart]:
     """Continue the run in ``out`` if it has ``config``'s :func:`run_key`, else start afresh.
 
@@ -379,7 +391,8 @@ def start_or_resume_run(
     unreadable state: the directory is replaced);
     ``announce`` hears which before any work starts. Why: the demo's searches take most of its
     time; a rerun, a run restarted after a kill, a longer budget or an ablation of the final
-    stage should not redo them.
+    stage should not redo them. ``slot``: an engine the caller keeps open across runs and
+    evaluations (the demo's stages share one), left open.
     """
     inputs = _inputs_hash(config)
     key = _key(inputs, config)
@@ -393,12 +406,12 @@ def start_or_resume_run(
             how: RunStart = "reused" if state.get("phase") == "done" else "resumed"
             if announce is not None:
                 announce(how)
-            return resume_run(out, progress=progress), how
+            return resume_run(out, progress=progress, slot=slot), how
     if _shorter_run(store, config, inputs):
         if announce is not None:
             announce("extended")
         extend_run(out, config.search.generations, inputs=inputs)
-        return resume_run(out, progress=progress), "extended"
+        return resume_run(out, progress=progress, slot=slot), "extended"
     for source in share:
         if Path(source).resolve() == store.root.resolve():
             continue
@@ -408,7 +421,7 @@ def start_or_resume_run(
             continue  # not this search: try the next, or search afresh
         if announce is not None:
             announce("derived")
-        return _derive_run(found, config, out, key, progress), "derived"
+        return _derive_run(found, config, out, key, progress, slot), "derived"
     seeding = None
     for source in share:
         if Path(source).resolve() != store.root.resolve():
@@ -418,7 +431,10 @@ def start_or_resume_run(
     how = "seeded" if seeding is not None else "new"
     if announce is not None:
         announce(how)
-    return start_run(config, out, force=True, progress=progress, key=key, seeding=seeding), how
+    summary = start_run(
+        config, out, force=True, progress=progress, key=key, seeding=seeding, slot=slot
+    )
+    return summary, how
 
 
 def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:
@@ -432,11 +448,13 @@ def open_run(run_dir: Path) -> tuple[RunStore, RunConfig]:
     return store, load_config(store.config_path)
 
 
-def resume_run(run_dir: Path, *, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Continue a run from its last committed generation."""
+def resume_run(
+    run_dir: Path, *, progress: ProgressFn | None = None, slot: EngineSlot | None = None
+) -> dict[str, Any]:
+    """Continue a run from its last committed generation (``slot``: as :func:`start_run`)."""
     store, config = open_run(run_dir)
     store.load_state()  # fail early on a corrupted state file, before loading models
-    return _search(_session(config, progress), store, progress)
+    return _search(_session(config, progress, slot), store, progress)
 
 
 def _archives(store: RunStore) -> tuple[dict[str, Any], list[TaskArchive]]:

@@ -15,7 +15,7 @@ from cycleqd.merging.genome import Genome
 from cycleqd.merging.materialise import Materialiser
 from cycleqd.merging.sources import SafetensorsSource, check_compatible
 from cycleqd.models.engine import HFEngine
-from cycleqd.models.engines import close_engine, open_engine
+from cycleqd.models.engines import EngineSlot, close_engine, open_engine
 from cycleqd.search.loop import ProgressFn
 from cycleqd.tasks import build_task
 
@@ -30,9 +30,12 @@ class Session:
         *,
         basis: ExpertBasis | None = None,
         engine: bool = True,
+        slot: EngineSlot | None = None,
     ) -> None:
         """``basis`` given: reuse it (a Ray actor gets it from the object store); ``engine``
-        False: no model and no task environments (the Ray driver only breeds genomes)."""
+        False: no model and no task environments (the Ray driver only breeds genomes);
+        ``slot``: take the engine from it (a vLLM engine already open for the same model and
+        settings is reused, its weights rewritten) and leave it open for the slot's owner."""
         self.config = config
         task_experts = config.task_experts()
         self.task_names = [t.name for t in config.tasks]
@@ -69,7 +72,13 @@ class Session:
         if not engine:
             return
         emit({"phase": "engine"})
-        self.engine = open_engine(config.base_model, **config.engine.model_dump(), seed=config.seed)
+        settings = {**config.engine.model_dump(), "seed": config.seed}
+        self._slot = slot
+        self.engine = (
+            open_engine(config.base_model, **settings)
+            if slot is None
+            else slot.open(config.base_model, settings)
+        )
         resident = isinstance(self.engine, HFEngine)
         self.materialiser = Materialiser(
             self.basis,
@@ -82,9 +91,12 @@ class Session:
         )
 
     def close(self) -> None:
-        """Stop the engine (vLLM's engine core keeps its memory until stopped, see
-        :meth:`~cycleqd.models.vllm_engine.VLLMEngine.close`); the session scores nothing after."""
-        close_engine(self.__dict__.pop("engine", None))
+        """Stop the engine unless a slot lent it (vLLM's engine core keeps its memory until
+        stopped, see :meth:`~cycleqd.models.vllm_engine.VLLMEngine.close`); the session scores
+        nothing after."""
+        engine = self.__dict__.pop("engine", None)
+        if getattr(self, "_slot", None) is None:
+            close_engine(engine)
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
         """Write ``genome`` as a Hugging Face model directory, in the base checkpoint's dtype.
