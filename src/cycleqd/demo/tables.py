@@ -108,18 +108,21 @@ def language_summary(rows: list[dict[str, Any]], *, seed: int) -> dict[str, Any]
 
 
 def language_text(s: dict[str, Any], benchmark: str = "") -> str:
+    """The language column in words, as signed changes from the base (a merge can also gain: a
+    "drop" of -0.020 read as a loss)."""
     named = f"{benchmark} " if benchmark else ""
+    ours = -s["drop"]["CycleQD"]
     text = (
-        f"Language ({named}acc_norm): base {s['base']:.3f}; CycleQD's drop from the base "
-        f"{s['drop']['CycleQD']:+.3f}"
+        f"Language ({named}acc_norm): base {s['base']:.3f}; CycleQD's change from the base "
+        f"{ours:+.3f}"
     )
     if "best_merge" in s:
         c = s["cycleqd_minus_best_merge"]
         lo, hi = c["interval"]
-        verdict = "no larger than" if s["cycleqd_drop_no_larger"] else "larger than"
+        verdict = "not below" if s["cycleqd_drop_no_larger"] else "below"
         text += (
-            f", {verdict} that of the best merge ({s['best_merge']}, "
-            f"{s['drop'][s['best_merge']]:+.3f}); paired on the same questions, CycleQD minus "
+            f", {verdict} the best merge's ({s['best_merge']}, "
+            f"{-s['drop'][s['best_merge']]:+.3f}); paired on the same questions, CycleQD minus "
             f"it: {c['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, exact McNemar "
             f"p = {c['mcnemar_p']:.3f})"
         )
