@@ -27,7 +27,9 @@ from pathlib import Path
 from statistics import mean
 
 
-def experts_sum_average(demo, base: Path, experts: dict[str, Path], data, seed: int, say) -> float:
+def experts_sum_average(
+    demo, base: Path, experts: dict[str, Path], data, seed: int, say, slot
+) -> float:
     """The experts' sum (task arithmetic at weight 1) on the validation splits, once."""
     from cycleqd.demo.baselines import build_merges
     from cycleqd.demo.skills import SKILLS
@@ -37,7 +39,7 @@ def experts_sum_average(demo, base: Path, experts: dict[str, Path], data, seed: 
     )
     model = merges["task_arithmetic_full"]
     files = {skill: data[skill]["validation"] for skill in SKILLS}
-    report = demo.evaluate("experts-sum", model, files, "validation")
+    report = demo.evaluate("experts-sum", model, files, "validation", slot=slot)
     return mean(r["quality"] for r in report["tasks"].values())
 
 
@@ -81,6 +83,7 @@ def main() -> None:
     from cycleqd.demo.pipeline import Demo, DemoSettings
     from cycleqd.demo.presets import PAPER_OPERATORS, PRESETS
     from cycleqd.demo.skills import SKILLS
+    from cycleqd.models.engines import EngineSlot
 
     preset = replace(PRESETS[args.preset], generations=args.evaluations)
     settings = DemoSettings(
@@ -96,7 +99,8 @@ def main() -> None:
     else:
         say(f"experts: none cached in {cached['code'].parent}; training them as the demo does")
         experts = demo.experts(base, data)
-    target = experts_sum_average(demo, base, experts, data, preset.seed, say)
+    slot = EngineSlot()  # one engine for every search and evaluation (on vLLM)
+    target = experts_sum_average(demo, base, experts, data, preset.seed, say, slot)
     cma = {
         "search.emitter.kind": "cma_me",
         "search.emitter.groups": args.groups,
@@ -112,7 +116,13 @@ def main() -> None:
         for method in args.methods:
             overrides = overrides_of[method]
             run_dir, summary = demo.search(
-                base, experts, data, seed, overrides=overrides, run_name=f"{method}-seed{seed}"
+                base,
+                experts,
+                data,
+                seed,
+                overrides=overrides,
+                run_name=f"{method}-seed{seed}",
+                slot=slot,
             )
             print(
                 json.dumps(
@@ -128,6 +138,7 @@ def main() -> None:
                 ),
                 flush=True,
             )
+    slot.close()
 
 
 if __name__ == "__main__":

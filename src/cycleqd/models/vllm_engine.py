@@ -120,9 +120,9 @@ class VLLMEngine(PromptEncoder):
         harmless.
 
         Why: dropping the last reference to a vLLM engine leaves its engine core running in this
-        process with its KV cache and buffers (1.1 GB of the 2.1 GB an engine of the demo's
-        135M model takes, ``benchmarks/engine_memory.py``), so every search and evaluation stage
-        that opened its own engine added its memory to the next one's.
+        process with its KV cache and buffers (1.15 GB of the 2 GB an engine of the demo's 135M
+        model takes, ``benchmarks/engine_memory.py``) until another engine replaces it, so two
+        engines' memory was resident at once.
         """
         llm = self.__dict__.pop("llm", None)
         if llm is not None:

@@ -37,6 +37,7 @@ class Session:
         ``slot``: take the engine from it (a vLLM engine already open for the same model and
         settings is reused, its weights rewritten) and leave it open for the slot's owner."""
         self.config = config
+        self._slot = slot
         task_experts = config.task_experts()
         self.task_names = [t.name for t in config.tasks]
         # the executor scores every task and every constraint; only tasks have archives
@@ -73,7 +74,6 @@ class Session:
             return
         emit({"phase": "engine"})
         settings = {**config.engine.model_dump(), "seed": config.seed}
-        self._slot = slot
         self.engine = (
             open_engine(config.base_model, **settings)
             if slot is None
@@ -95,7 +95,7 @@ class Session:
         stopped, see :meth:`~cycleqd.models.vllm_engine.VLLMEngine.close`); the session scores
         nothing after."""
         engine = self.__dict__.pop("engine", None)
-        if getattr(self, "_slot", None) is None:
+        if self._slot is None:
             close_engine(engine)
 
     def export_genome(self, genome: Genome, out_dir: Path) -> str:
