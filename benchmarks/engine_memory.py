@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from pathlib import Path
@@ -57,8 +56,7 @@ def main() -> None:
         if not args.drop:
             engine.close()
         del engine
-        gc.collect()
-        closed.append(resident())
+        closed.append(resident())  # resident() collects garbage first
         step = "dropped" if args.drop else "closed"
         print(json.dumps({"engine": i, "step": step, "rss_gb": closed[-1]}), flush=True)
     print(
