@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from cycleqd.config import dump_config, load_config
 from cycleqd.errors import CycleQDError
+from cycleqd.search import run as run_module
 from cycleqd.search.run import (
     extend_run,
     resume_run,
@@ -115,7 +116,7 @@ class _Stop(Exception):
 
 
 def test_start_or_resume_run_reuses_resumes_or_starts_by_run_key(
-    family: dict, tmp_path: Path
+    family: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same key and finished: reused without evaluating; same key and cut off: resumed, ending
     as an uninterrupted run; another seed or another expert file: a new run."""
@@ -129,8 +130,14 @@ def test_start_or_resume_run_reuses_resumes_or_starts_by_run_key(
     assert (tmp_path / "reference" / "run_key").read_text().strip() == run_key(config)
 
     events: list[dict] = []
+
+    def no_session(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished run was reused through a new session")
+
+    monkeypatch.setattr(run_module, "Session", no_session)
     again, how = start_or_resume_run(config, tmp_path / "reference", progress=events.append)
     assert how == "reused" and again == reference
+    monkeypatch.undo()
     assert not [e for e in events if e.get("phase") in ("seeding", "search", "final")]
 
     def crash_after_two(event: dict) -> None:

@@ -391,7 +391,8 @@ def start_or_resume_run(
     unreadable state: the directory is replaced);
     ``announce`` hears which before any work starts. Why: the demo's searches take most of its
     time; a rerun, a run restarted after a kill, a longer budget or an ablation of the final
-    stage should not redo them. ``slot``: an engine the caller keeps open across runs and
+    stage should not redo them, and a reused run does not even open its models (starting an
+    engine was most of a rerun's time). ``slot``: an engine the caller keeps open across runs and
     evaluations (the demo's stages share one), left open.
     """
     inputs = _inputs_hash(config)
@@ -406,6 +407,8 @@ def start_or_resume_run(
             how: RunStart = "reused" if state.get("phase") == "done" else "resumed"
             if announce is not None:
                 announce(how)
+            if how == "reused":  # summarised from its state: no models, engine or tasks
+                return report_run(out), how
             return resume_run(out, progress=progress, slot=slot), how
     if _shorter_run(store, config, inputs):
         if announce is not None:
