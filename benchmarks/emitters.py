@@ -8,14 +8,18 @@ variant); ``preset``: the preset's own operators; ``cma_me``: the preset's run w
 per method and seed as it finishes (an interrupted benchmark keeps what it measured):
 ``qd_score`` and ``coverage`` per archive, ``best_validation_average`` (the best child's mean
 over the three tasks), ``experts_sum_average`` (the experts' sum, i.e. every scale 1, scored
-once on the same splits) and ``evaluations_to_experts_sum`` (the first child at least that good,
-or null). Selection never sees test data; no test split is scored here.
+once on the same splits), ``evaluations_to_experts_sum`` (the first child at least that good,
+or null) and ``entered_no_archive`` (children no archive took: the most that screening children
+on a cheap estimate could skip). Selection never sees test data; no test split is scored here.
 
 Usage::
 
     python benchmarks/emitters.py [--preset cpu] [--evaluations 40] [--seeds 0 1 2]
         [--groups block] [--batch-size 4] [--sigma0 0.2] [--out runs/emitters]
-        [--experts-cache DIR]
+        [--experts-cache DIR] [--model DIR] > emitters.jsonl
+    python benchmarks/emitters.py --summarise emitters.jsonl
+
+``--summarise`` prints one line per method over its seeds (mean, min and max of each figure).
 """
 
 from __future__ import annotations
@@ -54,7 +58,41 @@ def measure(run_dir: Path, summary: dict, target: float) -> dict:
         "best_quality": summary["best_quality"],
         "best_validation_average": max(averages, default=None),
         "evaluations_to_experts_sum": reached,
+        # children that entered no archive: all a screen on a cheap estimate could skip
+        "entered_no_archive": sum(not any(line["inserted"].values()) for line in lines),
     }
+
+
+def aggregate(lines: list[dict]) -> list[dict]:
+    """Per method over its seeds: mean, smallest and largest of each per-seed figure, and in
+    how many seeds a child reached the experts' sum (the spread is what decides "better")."""
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": mean(values), "min": min(values), "max": max(values)}
+
+    out = []
+    for method in dict.fromkeys(line["method"] for line in lines):
+        runs = [line for line in lines if line["method"] == method]
+        tasks = list(runs[0]["qd_score"])
+        out.append(
+            {
+                "benchmark": "emitters-summary",
+                "method": method,
+                "seeds": [r["seed"] for r in runs],
+                "evaluations": [r["evaluations"] for r in runs],
+                "experts_sum_average": runs[0]["experts_sum_average"],
+                "qd_score_total": spread([sum(r["qd_score"].values()) for r in runs]),
+                "qd_score": {t: spread([r["qd_score"][t] for r in runs]) for t in tasks},
+                "coverage": {t: spread([r["coverage"][t] for r in runs]) for t in tasks},
+                "best_quality": {t: spread([r["best_quality"][t] for r in runs]) for t in tasks},
+                "best_validation_average": spread([r["best_validation_average"] for r in runs]),
+                "reached_experts_sum": sum(
+                    r["evaluations_to_experts_sum"] is not None for r in runs
+                ),
+                "entered_no_archive": [r.get("entered_no_archive") for r in runs],
+            }
+        )
+    return out
 
 
 def main() -> None:
@@ -76,7 +114,25 @@ def main() -> None:
         help="the folder holding the demo's expert cache, one subfolder per preset "
         "(DIR/<preset>/expert-code...; default: the demo's); cached experts are used as they are",
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="the base model directory (default: the demo's, SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
+        "--summarise",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="print the per-method summary over seeds of an earlier run's output and exit",
+    )
     args = parser.parse_args()
+    if args.summarise is not None:
+        lines = [json.loads(x) for x in args.summarise.read_text().splitlines() if x.strip()]
+        for line in aggregate([x for x in lines if x.get("benchmark") == "emitters"]):
+            print(json.dumps(line))
+        return
 
     from demo_inputs import say
 
@@ -87,7 +143,11 @@ def main() -> None:
 
     preset = replace(PRESETS[args.preset], generations=args.evaluations)
     settings = DemoSettings(
-        out=args.out, preset=preset, language=False, experts_cache=args.experts_cache
+        out=args.out,
+        preset=preset,
+        model=args.model,
+        language=False,
+        experts_cache=args.experts_cache,
     )
     demo = Demo(settings, say=say)
     base = demo.model()
