@@ -118,6 +118,7 @@ def evaluate_model(
     :class:`~cycleqd.models.engines.EngineSlot`).
     """
     from cycleqd.models.engines import close_engine, open_engine
+    from cycleqd.resources import release_memory
     from cycleqd.tasks import build_task
 
     emit = progress or (lambda message: None)
@@ -162,6 +163,8 @@ def evaluate_model(
                 "seconds": round(seconds, 2),
                 "transcripts": str(transcripts),
             }
+            del result
+            release_memory()  # the next task starts from what is in use, not this one's peak
     finally:
         if slot is None:  # opened here: its memory goes back now, not at exit
             close_engine(engine)

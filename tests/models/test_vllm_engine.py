@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from cycleqd.config import RunConfig
 from cycleqd.errors import CycleQDError
+from cycleqd.models import vllm_engine
 from cycleqd.models.engine import HFEngine
 from cycleqd.models.vllm_engine import VLLMEngine, vllm_available
 
@@ -108,6 +109,20 @@ def test_likelihoods_equal_the_transformers_engine(engines) -> None:
         assert vl.target_likelihood(PROMPTS[:4], targets, chat=chat) == pytest.approx(
             hf.target_likelihood(PROMPTS[:4], targets, chat=chat), abs=1e-4
         )
+
+
+def test_likelihoods_asked_in_chunks_keep_their_order(
+    engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many pairs go to vLLM a chunk at a time (the heap handed back between chunks); each
+    answer stays with its own pair."""
+    hf, vl = engines
+    contexts = [f"copy {a}{b}=" for a in "abcd" for b in "xyz"]
+    continuations = [c[5:7] for c in contexts]
+    whole = vl.loglikelihood(contexts, continuations)
+    monkeypatch.setattr(vllm_engine, "SCORE_CHUNK", 5)
+    assert vl.loglikelihood(contexts, continuations) == pytest.approx(whole, abs=1e-5)
+    assert whole == pytest.approx(hf.loglikelihood(contexts, continuations), abs=1e-4)
 
 
 def test_weight_swap_gives_each_child_its_own_outputs(family: dict, engines) -> None:

@@ -37,6 +37,7 @@ from cycleqd.models.checkpoints import adapter_base
 from cycleqd.models.engine import cut_at_stop, finished_rule
 from cycleqd.models.likelihood import encode_pair
 from cycleqd.models.prompts import Prompt, PromptEncoder
+from cycleqd.resources import release_memory
 
 # Set before vLLM reads them (it reads its environment lazily): the engine core runs in this
 # process, so weights are written by reference and no engine process is spawned; vLLM's own
@@ -44,6 +45,11 @@ from cycleqd.models.prompts import Prompt, PromptEncoder
 _ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "ERROR"}
 
 _GIB = 2**30
+# Sequences per vLLM call when scoring likelihoods, glibc's free heap handed back between calls.
+# Why: one call over a language column's 800 sequences grew the heap by about 1 GB that glibc kept
+# (freed, not returned) until the next trim; in chunks of 64 the language task of the `cpu` demo
+# peaked 0.29 GB lower with the same accuracy (docs/results.md, 2026-12-06).
+SCORE_CHUNK = 64
 
 
 def vllm_available() -> bool:
@@ -204,16 +210,24 @@ class VLLMEngine(PromptEncoder):
         ]
 
     def _prompt_logprobs(self, sequences: Sequence[list[int]]) -> list[list[float]]:
-        """Per sequence, ``log p(token_j | tokens before j)`` for every j >= 1."""
+        """Per sequence, ``log p(token_j | tokens before j)`` for every j >= 1.
+
+        Asked in chunks of :data:`SCORE_CHUNK` sequences, the allocator's free memory handed
+        back between them: see there.
+        """
         vllm = _import_vllm()
         params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate(
-            [{"prompt_token_ids": list(s)} for s in sequences], params, use_tqdm=False
-        )
         result = []
-        for seq, out in zip(sequences, outs, strict=True):
-            scored = out.prompt_logprobs[1:]
-            result.append([float(d[t].logprob) for d, t in zip(scored, seq[1:], strict=True)])
+        for start in range(0, len(sequences), SCORE_CHUNK):
+            if start:
+                release_memory()
+            chunk = sequences[start : start + SCORE_CHUNK]
+            outs = self.llm.generate(
+                [{"prompt_token_ids": list(s)} for s in chunk], params, use_tqdm=False
+            )
+            for seq, out in zip(chunk, outs, strict=True):
+                scored = out.prompt_logprobs[1:]
+                result.append([float(d[t].logprob) for d, t in zip(scored, seq[1:], strict=True)])
         return result
 
     def loglikelihood(
