@@ -24,20 +24,8 @@ from cycleqd.demo.tables import constraint_text
 from cycleqd.progress import PlainProgress
 from cycleqd.tasks import build_task
 from cycleqd.tasks.multiple_choice import load_questions
-from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-base")
-    tok = build_char_tokenizer()
-    build_random_model("llama", tok, seed=0, hidden=32, intermediate=64, layers=2).save_pretrained(
-        root
-    )
-    tok.save_pretrained(root)
-    return root
 
 
 QUESTIONS = [

@@ -9,18 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cycleqd.testing.tiny import build_char_tokenizer, build_random_model
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "emitters.py"
 
 
-def test_the_emitters_benchmark_prints_each_method_and_their_summary(tmp_path: Path) -> None:
-    base = tmp_path / "base"
-    tok = build_char_tokenizer()
-    build_random_model("llama", tok, seed=0, hidden=32, intermediate=64, layers=2).save_pretrained(
-        base
-    )
-    tok.save_pretrained(base)
+def test_the_emitters_benchmark_prints_each_method_and_their_summary(
+    tiny_base: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "runs"
     command = [
         sys.executable,
@@ -28,7 +22,7 @@ def test_the_emitters_benchmark_prints_each_method_and_their_summary(tmp_path: P
         "--preset",
         "mini",
         "--model",
-        str(base),
+        str(tiny_base),
         "--evaluations",
         "3",
         "--seeds",
