@@ -48,7 +48,7 @@ _GIB = 2**30
 # Sequences per vLLM call when scoring likelihoods, glibc's free heap handed back between calls.
 # Why: one call over a language column's 800 sequences grew the heap by about 1 GB that glibc kept
 # (freed, not returned) until the next trim; in chunks of 64 the language task of the `cpu` demo
-# peaked 0.29 GB lower with the same accuracy (docs/results.md, 2026-12-06).
+# peaked 0.35 GB lower with the same accuracy, 2.6 s slower (benchmarks/language_memory.py).
 SCORE_CHUNK = 64
 
 
