@@ -10,7 +10,7 @@ and peak resident memory. An expert under 0.8 on its own skill makes a merge tab
 Usage::
 
     python benchmarks/expert_recipes.py --out /tmp/recipe-e1 [--epochs 1] [--lr 2e-3]
-        [--batch 8] [--anchor-batch 4]
+        [--batch 8] [--anchor-batch 4] [--n-train 192] [--skills code os db]
 
 Run it with nothing else on the machine: two torch processes on two cores slow each other many
 times over (docs/results.md).
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--anchor-batch", type=int, default=None)
+    parser.add_argument("--n-train", type=int, default=None, help="conversations per skill")
+    parser.add_argument("--skills", nargs="+", default=None, help="default: all three")
     args = parser.parse_args()
     preset = check_preset(args.preset)
     changes = {
@@ -42,6 +44,7 @@ def main() -> None:
         "train_lr": args.lr,
         "train_batch_size": args.batch,
         "train_anchor_batch": args.anchor_batch,
+        "n_train": args.n_train,
     }
     preset = replace(preset, **{k: v for k, v in changes.items() if v is not None})
     settings = DemoSettings(
@@ -53,7 +56,7 @@ def main() -> None:
     with demo.stage("data"):
         data = demo.data()
     with demo.stage("experts"):
-        experts = demo.experts(base, data)
+        experts = demo.experts(base, data, args.skills)
     validation: dict[str, float] = {}
     with demo.stage("validation"), EngineSlot() as slot:
         for skill, path in experts.items():
@@ -67,6 +70,7 @@ def main() -> None:
         "lr": preset.train_lr,
         "batch": preset.train_batch_size,
         "anchor_batch": preset.train_anchor_batch,
+        "n_train": preset.n_train,
         "validation": validation,
         "all_at_least_0.8": all(q >= 0.8 for q in validation.values()),
         "experts_seconds": demo.timings["experts"],

@@ -117,3 +117,24 @@ def base_config(family: dict, tmp: Path, generations: int = 4) -> dict:
         "search": {"generations": generations},
         "basis": {"cache_dir": str(tmp / "cache")},
     }
+
+
+def child_work(n: int, *, progress: object = False, fail: str = "") -> dict:
+    """Work for ``run_in_child`` tests: counts ``n`` steps on its own bar (the parent's, relayed),
+    touches 300 MiB so its peak shows, and raises ``CycleQDError(fail)`` when ``fail`` is set."""
+    import os
+
+    from rich.progress import Progress
+
+    from cycleqd.errors import CycleQDError
+
+    if fail:
+        raise CycleQDError(fail)
+    block = bytearray(300 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    if isinstance(progress, Progress):
+        task = progress.add_task("child steps", total=n, info="")
+        for i in range(n):
+            progress.update(task, completed=i + 1, info=f"step {i + 1}")
+        progress.remove_task(task)
+    return {"pid": os.getpid(), "n": n, "relayed": isinstance(progress, Progress)}

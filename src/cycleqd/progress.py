@@ -151,3 +151,29 @@ def _clock(seconds: float | None) -> str:
         return "-"
     whole = int(seconds)
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class RelayProgress(Progress):
+    """A child process's bars, sent to its parent's (see :mod:`cycleqd.isolation`).
+
+    Keeps rich's bookkeeping here and puts each ``add_task``, ``update`` and ``remove_task`` on
+    ``events`` (a multiprocessing queue) as ``(kind, task id, fields)``; the parent applies them
+    to its own bar, so a stage run in a child shows the same bars and plain lines as in-process.
+    """
+
+    def __init__(self, events: Any) -> None:
+        super().__init__(disable=True)
+        self.events = events
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self.events.put(("add", int(task_id), {"description": description, **kwargs}))
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self.events.put(("update", int(task_id), kwargs))
+
+    def remove_task(self, task_id: TaskID) -> None:
+        super().remove_task(task_id)
+        self.events.put(("remove", int(task_id), {}))

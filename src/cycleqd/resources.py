@@ -24,9 +24,14 @@ KERNEL_CACHE_CAPACITY = 128
 _STATUS = Path("/proc/self/status")
 
 
+_child_peak = 0  # the highest peak of a child run since the last reset (note_child_peak)
+
+
 def reset_peak() -> bool:
     """Start a new high-water mark of this process's resident memory; False where the OS
     cannot (the next :func:`peak_rss_bytes` is then the lifetime peak)."""
+    global _child_peak
+    _child_peak = 0
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:
@@ -68,13 +73,22 @@ def release_memory() -> None:
         pass
 
 
+def note_child_peak(peak: int) -> None:
+    """Count a child process's peak resident memory (work run in a child by
+    :func:`cycleqd.isolation.run_in_child`) in :func:`peak_rss_bytes` until the next reset."""
+    global _child_peak
+    _child_peak = max(_child_peak, peak)
+
+
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory since the last :func:`reset_peak` (or its start)."""
+    """The peak resident memory since the last :func:`reset_peak` (or the start) of this
+    process or of a child whose peak was noted, whichever is higher."""
     high = _status_bytes("VmHWM")
     if high is not None:
-        return high
+        return max(high, _child_peak)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
+    own = peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, kB on Linux
+    return max(own, _child_peak)
 
 
 def bound_kernel_cache(capacity: int = KERNEL_CACHE_CAPACITY) -> None:

@@ -14,7 +14,7 @@ from cycleqd.errors import CycleQDError
 from cycleqd.models.devices import bf16_is_fast, pick_device
 from cycleqd.models.engine import HFEngine
 from cycleqd.tasks.code.task import CodeParams, CodeTask
-from cycleqd.train import TrainConfig, train_expert
+from cycleqd.train import TrainConfig, cached_expert, train_expert
 from cycleqd.train.batching import collate
 from cycleqd.train.data import BuildOptions, build_conversations
 from cycleqd.train.loop import batch_loss
@@ -201,6 +201,9 @@ def test_identical_expert_is_skipped_unless_forced_or_changed(
     again = train_expert(tiny_base, [fixed_reply_data], out, **settings)
     assert again.skipped and again.cache_key == first.cache_key and again.losses == first.losses
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+    found = cached_expert(tiny_base, [fixed_reply_data], out, epochs=1, **QUICK)
+    assert found is not None and found.skipped and found.cache_key == first.cache_key
+    assert cached_expert(tiny_base, [fixed_reply_data], out, epochs=2, **QUICK) is None
     forced = train_expert(tiny_base, [fixed_reply_data], out, force=True, **settings)
     assert not forced.skipped
     changed = train_expert(tiny_base, [fixed_reply_data], out, **{**settings, "epochs": 2})

@@ -151,7 +151,13 @@ class Demo:
                 files[skill][split] = path
         return files
 
-    def experts(self, base: Path, data: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    def experts(
+        self,
+        base: Path,
+        data: dict[str, dict[str, Path]],
+        skills: Sequence[str] | None = None,
+    ) -> dict[str, Path]:
+        """The anchored experts of ``skills`` (default: every skill of the demo)."""
         from cycleqd.demo.training import train_cached
 
         return {
@@ -164,7 +170,7 @@ class Demo:
                 bar=self.bar,
                 anchors=[data[other]["train"] for other in SKILLS if other != skill],
             )
-            for skill in SKILLS
+            for skill in (skills or SKILLS)
         }
 
     def all_data(self, base: Path, data: dict[str, dict[str, Path]]) -> Path:

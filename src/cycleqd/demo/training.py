@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.progress import Progress
 
@@ -25,14 +26,13 @@ def train_cached(
     ``train_expert`` keys the expert by the base's and the data's content and the
     hyperparameters, so a second demo run with the same inputs skips training. ``anchors`` (the
     other skills' files) hold the expert to the base there when the preset anchors experts.
+    Training runs in a child process (:mod:`cycleqd.isolation`): what it leaves behind would
+    otherwise stay in the demo's process through the search and the test evaluation.
     """
-    from cycleqd.resources import release_memory
-    from cycleqd.train import train_expert
+    from cycleqd.isolation import run_in_child
+    from cycleqd.train import cached_expert, train_expert
 
-    report = train_expert(
-        base,
-        [str(f) for f in files],
-        out,
+    arguments: dict[str, Any] = dict(
         epochs=preset.train_epochs,
         lr=preset.train_lr,
         batch_size=preset.train_batch_size,
@@ -44,9 +44,11 @@ def train_cached(
         n_train=None,
         seed=preset.seed,
         save=preset.expert_form,
-        progress=bar if bar is not None else False,
     )
-    release_memory()  # each expert's training peak, not the sum of them
+    specs = [str(f) for f in files]
+    report = cached_expert(base, specs, out, **arguments) or run_in_child(
+        train_expert, base, specs, out, bar=bar, **arguments
+    )
     if report.skipped:
         say(f"  {out.name}: cached ({out})")
     else:

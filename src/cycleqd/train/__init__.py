@@ -18,6 +18,7 @@ _WHERE = {
     "TrainReport": "cycleqd.train.expert",
     "TrainSource": "cycleqd.train.spec",
     "cache_key_for": "cycleqd.train.expert",
+    "cached_expert": "cycleqd.train.expert",
     "expert_cache_key": "cycleqd.train.cache",
     "resolve_spec": "cycleqd.train.spec",
     "train_expert": "cycleqd.train.expert",

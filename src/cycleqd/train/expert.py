@@ -218,6 +218,35 @@ def encode_source(
     return report, fitting
 
 
+def _resolved(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """``config`` with ``overrides`` applied, validated, and its precision decided."""
+    config = (config or TrainConfig()).model_copy(update=overrides)
+    config = TrainConfig.model_validate(config.model_dump())
+    if config.precision == "auto":
+        precision = "bfloat16" if bf16_is_fast(pick_device(config.device)) else "float32"
+        config = config.model_copy(update={"precision": precision})
+    return config
+
+
+def cached_expert(
+    base: Path,
+    tasks: str | Path | Sequence[str | Path],
+    out: Path,
+    config: TrainConfig | None = None,
+    *,
+    anchor_specs: Sequence[str | Path] = (),
+    **overrides: Any,
+) -> TrainReport | None:
+    """The report of the expert in ``out`` if :func:`train_expert` with these arguments would
+    reuse it (same cache key), else None; trains nothing and loads no model."""
+    config = _resolved(config, overrides)
+    _, _, key = cache_key_for(Path(base), tasks, config, anchor_specs)
+    record = read_training_record(Path(out))
+    if record is None or record.get("cache_key") != key:
+        return None
+    return TrainReport.from_record(Path(out), record, skipped=True)
+
+
 def train_expert(
     base: Path,
     tasks: str | Path | Sequence[str | Path],
@@ -238,12 +267,8 @@ def train_expert(
     Returns at once, with ``skipped=True``, when ``out/training.json`` records the same cache
     key (unless ``force``). Raises :class:`CycleQDError` for a bad spec, file or base model.
     """
-    config = (config or TrainConfig()).model_copy(update=overrides)
-    config = TrainConfig.model_validate(config.model_dump())
+    config = _resolved(config, overrides)
     device = pick_device(config.device)
-    if config.precision == "auto":
-        precision = "bfloat16" if bf16_is_fast(device) else "float32"
-        config = config.model_copy(update={"precision": precision})
     base, out = Path(base), Path(out)
     sources, anchors, key = cache_key_for(base, tasks, config, anchor_specs)
     record = read_training_record(out)

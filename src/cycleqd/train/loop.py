@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cycleqd.models.engine import cache_argument, returned_cache
+from cycleqd.resources import release_memory
 from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches, shared_prefix
 from cycleqd.train.masking import IGNORE, Encoded
 
@@ -282,6 +283,10 @@ def train_loop(
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            # the step's activations are freed now; glibc would keep their pages, and the next
+            # step, the save and every later stage would start above them (2 GB more resident
+            # between the os expert's steps, docs/results.md)
+            release_memory()
             losses.append(float(skill.detach()))
             step += 1
             if on_step is not None:
