@@ -56,7 +56,7 @@ def test_without_a_bar_the_child_draws_none() -> None:
 
 
 def test_a_childs_error_reaches_the_caller_as_the_same_error() -> None:
-    with pytest.raises(CycleQDError, match="tasks.yaml: no such suite"):
+    with pytest.raises(CycleQDError, match=r"tasks\.yaml: no such suite"):
         run_in_child(child_work, 1, fail="tasks.yaml: no such suite")
 
 
