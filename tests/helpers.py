@@ -121,13 +121,17 @@ def base_config(family: dict, tmp: Path, generations: int = 4) -> dict:
 
 def child_work(n: int, *, progress: object = False, fail: str = "") -> dict:
     """Work for ``run_in_child`` tests: counts ``n`` steps on its own bar (the parent's, relayed),
-    touches 300 MiB so its peak shows, and raises ``CycleQDError(fail)`` when ``fail`` is set."""
+    touches 300 MiB so its peak shows, and raises ``CycleQDError(fail)`` when ``fail`` is set
+    (``killed``: the child kills itself, as the out-of-memory killer would)."""
     import os
+    import signal
 
     from rich.progress import Progress
 
     from cycleqd.errors import CycleQDError
 
+    if fail == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
     if fail:
         raise CycleQDError(fail)
     block = bytearray(300 * 2**20)

@@ -60,6 +60,11 @@ def test_a_childs_error_reaches_the_caller_as_the_same_error() -> None:
         run_in_child(child_work, 1, fail="tasks.yaml: no such suite")
 
 
+def test_a_killed_child_is_a_clear_error() -> None:
+    with pytest.raises(CycleQDError, match="child_work: its child process ended without an answer"):
+        run_in_child(child_work, 1, fail="killed")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="per-stage peaks need Linux's clear_refs")
 def test_the_childs_peak_counts_in_the_stage_and_its_memory_stays_there() -> None:
     assert reset_peak()

@@ -21,10 +21,12 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from rich.progress import Progress, TaskID
 
+from cycleqd.errors import CycleQDError
 from cycleqd.progress import RelayProgress
 from cycleqd.resources import note_child_peak, peak_rss_bytes, reset_peak
 
@@ -42,7 +44,7 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -
     """In the child: ``fn``'s result and the child's peak resident memory."""
     reset_peak()
     try:
-        if "progress" in kwargs and kwargs["progress"] is True:
+        if kwargs.get("progress") is True:  # the parent has a bar: draw on it
             kwargs = {**kwargs, "progress": RelayProgress(_events)}
         return fn(*args, **kwargs), peak_rss_bytes()
     finally:
@@ -54,8 +56,8 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -
 def run_in_child(fn: Callable[..., T], *args: Any, bar: Progress | None = None, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` in a spawned child process; its result (which must pickle).
 
-    ``fn`` takes a ``progress`` argument (``True``: its own bars); with ``bar`` given, the
-    child's bars appear on ``bar`` while it runs. The child's peak resident memory is noted
+    ``fn`` takes a ``progress`` argument: with ``bar`` given, a :class:`RelayProgress` whose
+    bars appear on ``bar`` while the child runs; without, False. The child's peak memory is noted
     (:func:`cycleqd.resources.note_child_peak`) so a stage's peak includes it.
     """
     context = multiprocessing.get_context("spawn")
@@ -70,6 +72,11 @@ def run_in_child(fn: Callable[..., T], *args: Any, bar: Progress | None = None, 
             result, peak = pool.submit(
                 _call, fn, args, {**kwargs, "progress": bar is not None}
             ).result()
+    except BrokenProcessPool as error:
+        raise CycleQDError(
+            f"{fn.__name__}: its child process ended without an answer (killed by a signal, "
+            "perhaps by the out-of-memory killer)"
+        ) from error
     finally:
         done.set()
         relay.join()
