@@ -5,7 +5,7 @@ the demo does) and the db ones as anchors, loads SmolLM2-135M-Instruct with the 
 and bf16 frozen weights, and trains ``--steps`` anchored steps of batch 8. Prints one JSON line:
 resident GB after the imports, the data and the model, after every step, the training's peak,
 and seconds per step. ``--no-trim`` skips the heap hand-back the loop does after each step
-(``release_memory``), to show what it keeps; ``--max-batch-tokens`` is the preset's
+(``trim_heap``), to show what it keeps; ``--max-batch-tokens`` is the preset's
 ``train_max_batch_tokens``.
 
 Usage::
@@ -64,7 +64,7 @@ def main() -> None:
     release_memory()
     record["after_model_gb"] = gb(rss_bytes())
     if args.no_trim:
-        loop.release_memory = lambda: None  # the loop as it was: no hand-back between steps
+        loop.trim_heap = lambda: None  # the loop as it was: no hand-back between steps
     settings = loop.LoopSettings(
         epochs=1,
         lr=1e-3,

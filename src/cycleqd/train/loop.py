@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cycleqd.models.engine import cache_argument, returned_cache
-from cycleqd.resources import release_memory
+from cycleqd.resources import trim_heap
 from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches, shared_prefix
 from cycleqd.train.masking import IGNORE, Encoded
 
@@ -284,9 +284,9 @@ def train_loop(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             # the step's activations are freed now; glibc would keep their pages, and the next
-            # step, the save and every later stage would start above them (2 GB more resident
+            # step, the save and every later stage would start above them (2.5 GB more resident
             # between the os expert's steps, docs/results.md)
-            release_memory()
+            trim_heap()
             losses.append(float(skill.detach()))
             step += 1
             if on_step is not None:
