@@ -36,6 +36,8 @@ _events: Any = None  # the child's end of the progress queue (set by _start)
 
 
 def _start(events: Any) -> None:
+    """In the child, once: keep the queue the parent's relay reads (a queue reaches a spawned
+    child only as an argument of its start, not of a call)."""
     global _events
     _events = events
 
