@@ -239,12 +239,16 @@ def cached_expert(
 ) -> TrainReport | None:
     """The report of the expert in ``out`` if :func:`train_expert` with these arguments would
     reuse it (same cache key), else None; trains nothing and loads no model."""
-    config = _resolved(config, overrides)
-    _, _, key = cache_key_for(Path(base), tasks, config, anchor_specs)
-    record = read_training_record(Path(out))
+    _, _, key = cache_key_for(Path(base), tasks, _resolved(config, overrides), anchor_specs)
+    return _reused(Path(out), key)
+
+
+def _reused(out: Path, key: str) -> TrainReport | None:
+    """The report of the expert saved in ``out`` when its ``training.json`` has ``key``."""
+    record = read_training_record(out)
     if record is None or record.get("cache_key") != key:
         return None
-    return TrainReport.from_record(Path(out), record, skipped=True)
+    return TrainReport.from_record(out, record, skipped=True)
 
 
 def train_expert(
@@ -271,9 +275,9 @@ def train_expert(
     device = pick_device(config.device)
     base, out = Path(base), Path(out)
     sources, anchors, key = cache_key_for(base, tasks, config, anchor_specs)
-    record = read_training_record(out)
-    if not force and record is not None and record.get("cache_key") == key:
-        return TrainReport.from_record(out, record, skipped=True)
+    reused = None if force else _reused(out, key)
+    if reused is not None:
+        return reused
 
     t0 = time.perf_counter()
     _seed_everything(config.seed)
