@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 .PHONY: install sysdeps vllm-engine test lint tiny demo demo-vision bench clean
 
 # Debian packages of the real environments: bubblewrap (code and OS sandboxes), MariaDB (the
-# database task's server), debootstrap (the OS task's root file system).
-SYSDEPS := bubblewrap mariadb-server debootstrap
+# database task's server), debootstrap (the OS task's root file system); and TCMalloc, the
+# allocator cycleqd runs torch and vLLM on (src/cycleqd/allocator.py).
+SYSDEPS := bubblewrap mariadb-server debootstrap libtcmalloc-minimal4
 sysdeps:
 	@command -v bwrap >/dev/null && command -v mariadbd >/dev/null && command -v debootstrap >/dev/null \
+	  && ldconfig -p | grep -q libtcmalloc_minimal.so.4 \
 	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSDEPS); }
 
 $(STAMP): pyproject.toml

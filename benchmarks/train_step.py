@@ -120,11 +120,12 @@ def profile_step(
 
 def mean_computed(rows, batch_size: int) -> int:
     """Tokens a forward pass computes per planned batch (shared prefix once), on average."""
-    from cycleqd.train.batching import plan_batches
+    from cycleqd.train.batching import plan_batches, shared_prefix
     from cycleqd.train.loop import computed_tokens
 
     plan = plan_batches(rows, batch_size, 0, 0)
-    return round(sum(computed_tokens([rows[i] for i in b], True) for b in plan) / len(plan))
+    batches = [[rows[i] for i in b] for b in plan]
+    return round(sum(computed_tokens(b, shared_prefix(b)) for b in batches) / len(plan))
 
 
 def main() -> None:

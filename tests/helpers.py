@@ -142,3 +142,34 @@ def child_work(n: int, *, progress: object = False, fail: str = "") -> dict:
             progress.update(task, completed=i + 1, info=f"step {i + 1}")
         progress.remove_task(task)
     return {"pid": os.getpid(), "n": n, "relayed": isinstance(progress, Progress)}
+
+
+def allocator_report(*, progress: object = False) -> dict:
+    """For ``run_in_child`` tests: the child's pid, the allocator it runs on and the
+    ``LD_PRELOAD`` it would hand on to the programs it starts."""
+    import os
+
+    from cycleqd.allocator import in_use
+
+    return {"pid": os.getpid(), "allocator": in_use(), "LD_PRELOAD": os.environ.get("LD_PRELOAD")}
+
+
+def release_report(*, progress: object = False) -> dict:
+    """For ``run_in_child`` tests: resident bytes before 256 MiB of 1 MiB blocks are allocated,
+    after they are freed, and after the allocator's free memory is released."""
+    from cycleqd.allocator import in_use, release_free_memory
+    from cycleqd.resources import rss_bytes
+
+    before = rss_bytes()
+    blocks = [bytearray(2**20) for _ in range(256)]
+    for block in blocks:
+        block[::4096] = b"x" * len(block[::4096])
+    del blocks
+    after_free = rss_bytes()
+    release_free_memory()
+    return {
+        "allocator": in_use(),
+        "before": before,
+        "after_free": after_free,
+        "after_release": rss_bytes(),
+    }

@@ -734,8 +734,14 @@ def optional_extra(module: str) -> tuple[str, str] | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit code 2 for user errors.
 
-    ``argv`` defaults to the process arguments; tests pass their own to run in-process.
+    ``argv`` defaults to the process arguments; tests pass their own to run in-process. Run
+    from the command line, it first starts itself again on TCMalloc where the machine has it
+    (:mod:`cycleqd.allocator`).
     """
+    if argv is None:
+        from cycleqd.allocator import restart_with_preferred
+
+        restart_with_preferred()
     try:
         # Without standalone mode click returns (not raises) the code of ``typer.Exit(n)``.
         code = app(args=argv, standalone_mode=False)

@@ -10,13 +10,13 @@ Child processes (sandboxes, the database server) are not in it.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 import resource
 import sys
 from pathlib import Path
+
+from cycleqd.allocator import in_use, release_free_memory
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 # oneDNN kernels kept for reuse (its default: 1024); see bound_kernel_cache
@@ -58,29 +58,26 @@ def rss_bytes() -> int:
 def release_memory() -> None:
     """Collect garbage, then hand the allocator's free memory back to the OS.
 
-    Why: glibc keeps freed memory in its heap for reuse, so a process that trained a model holds
-    that training's peak for the rest of its life; the demo's later stages (the search, the test
-    evaluation) then started several GB above what they use. ``malloc_trim`` returns it (glibc
-    only; elsewhere only the collection runs).
+    Why: an allocator keeps freed memory for reuse, so a process that trained a model or scored
+    a benchmark would hold that work's peak for the rest of its life; the demo's later stages
+    (the search, the test evaluation) then started several GB above what they use.
     """
     gc.collect()
-    trim_heap()
+    release_free_memory()
 
 
 def trim_heap() -> None:
-    """Hand the allocator's free memory back to the OS, without a garbage collection.
+    """Hand glibc's free heap back to the OS, without a garbage collection; nothing on TCMalloc.
 
     For memory freed by reference counting, such as a training step's activations: a full
     collection costs about 0.2 s in a process that imported torch and transformers (half a
-    million objects), which every training step would pay.
+    million objects), which every training step would pay. glibc's heap grows from step to step
+    without it (2.5 GB more between the os expert's steps); TCMalloc reuses a step's freed
+    memory for the next, and handing it back would only make the next step fault its pages in
+    again (docs/results.md).
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        pass
+    if in_use() == "system":
+        release_free_memory()
 
 
 def note_child_peak(peak: int) -> None:

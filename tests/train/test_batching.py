@@ -79,11 +79,79 @@ def test_micro_batches_count_a_shared_prefix_once() -> None:
     rows = [
         Encoded(f"s{i}", "agent", prefix + [i] * 20, [IGNORE] * 300 + [i] * 20) for i in range(4)
     ]
-    assert computed_tokens(rows, share_prefix=True) == 299 + 4 * 21
-    assert computed_tokens(rows, share_prefix=False) == 4 * 320
+    assert computed_tokens(rows, shared_prefix(rows)) == 299 + 4 * 21
+    assert computed_tokens(rows, 0) == 4 * 320
     parts = micro_batches(rows, 0, 400, share_prefix=True)
     assert [len(p.input_ids) for p in parts] == [4]
     parts = micro_batches(rows, 0, 350, share_prefix=True)  # 299 + 2 * 21 fits, + 3 * 21 not
     assert [len(p.input_ids) for p in parts] == [2, 2]
     assert all(p.prefix == 299 for p in parts)
     assert len(micro_batches(rows, 0, 400, share_prefix=False)) == 4
+
+
+def test_a_prefix_run_once_gives_the_micro_batches_the_whole_batchs_gradient(
+    tiny_base: Path, monkeypatch
+) -> None:
+    """Split into micro-batches, a batch runs its shared prefix once (its keys and values are
+    leaves whose gradients add up, then one backward pass through the prefix), and the
+    gradient is the whole batch's; a cache that cannot be shared so (``shared`` False) runs the
+    prefix in every micro-batch, with the same gradient."""
+    from contextlib import nullcontext
+
+    import cycleqd.train.loop as loop
+    import cycleqd.train.prefix as prefix_module
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    torch.manual_seed(0)
+    peft = add_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32),
+        r=4,
+        alpha=8,
+        dropout=0.0,
+    )
+    for name, param in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    model = peft.get_base_model()
+    rows = db_like(tok, 4)
+    p = shared_prefix(rows)
+    width = max(len(r.input_ids) for r in rows)
+    settings = loop.LoopSettings(
+        epochs=1, lr=1e-3, batch_size=4, seed=0, max_batch_tokens=p + 2 * (width - p)
+    )
+    cpu = torch.device("cpu")
+
+    def gradients() -> list[torch.Tensor]:
+        grads = [q.grad.clone() for q in peft.parameters() if q.requires_grad]
+        peft.zero_grad()
+        return grads
+
+    batch_loss(model, collate(rows, tok.pad_token_id), cpu).backward()
+    whole = gradients()
+    runs: list[int] = []
+    real = prefix_module.prefix_cache
+    monkeypatch.setattr(prefix_module, "prefix_cache", lambda *a: runs.append(1) or real(*a))
+    monkeypatch.setattr(loop, "prefix_cache", lambda *a: runs.append(1) or real(*a))
+    args = (model, rows, [], settings, tok.pad_token_id, cpu, nullcontext(), None)
+    loop._accumulate(*args)
+    assert (
+        len(
+            loop.micro_batches(rows, tok.pad_token_id, settings.max_batch_tokens, share_prefix=True)
+        )
+        == 2
+    )
+    assert len(runs) == 1  # two micro-batches, one prefix pass
+    for a, b in zip(whole, gradients(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+    unshared = prefix_module.share_prefix
+    monkeypatch.setattr(
+        loop,
+        "share_prefix",
+        lambda *a: prefix_module.SharedPrefix(unshared(*a).cache, [], [], shared=False),
+    )
+    runs.clear()
+    loop._accumulate(*args)
+    assert len(runs) == 2  # each micro-batch ran it
+    for a, b in zip(whole, gradients(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

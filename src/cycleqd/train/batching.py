@@ -81,7 +81,11 @@ def shared_prefix(rows: Sequence[Encoded]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-def collate(rows: Sequence[Encoded], pad_id: int, *, share_prefix: bool = True) -> Batch:
+def collate(
+    rows: Sequence[Encoded], pad_id: int, *, share_prefix: bool = True, prefix: int | None = None
+) -> Batch:
+    """``rows`` right-padded into one batch whose first ``prefix`` tokens are run once (default:
+    the rows' :func:`shared_prefix`, or none without ``share_prefix``)."""
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -91,4 +95,6 @@ def collate(rows: Sequence[Encoded], pad_id: int, *, share_prefix: bool = True) 
         ids[i, :n] = torch.tensor(r.input_ids)
         labels[i, :n] = torch.tensor(r.labels)
         mask[i, :n] = 1
-    return Batch(ids, labels, mask, shared_prefix(rows) if share_prefix else 0)
+    if prefix is None:
+        prefix = shared_prefix(rows) if share_prefix else 0
+    return Batch(ids, labels, mask, prefix)

@@ -30,6 +30,7 @@ from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import checkpoint_dtype
 from cycleqd.models.devices import bf16_is_fast, pick_device
 from cycleqd.progress import progress_bar
+from cycleqd.resources import release_memory
 from cycleqd.train.cache import expert_cache_key
 from cycleqd.train.config import TrainConfig
 from cycleqd.train.data import BuildOptions, build_conversations
@@ -370,6 +371,9 @@ def train_expert(
             reference=model.disable_adapter if config.method == "lora" else None,
         )
 
+    # the loop's freed activations back to the OS before the exact weights are loaded for the
+    # merge: TCMalloc keeps them for reuse otherwise, and the save would peak on top of them
+    release_memory()
     if frozen_16 and config.save != "adapter":
         original = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
         restore_frozen_weights(model, original)

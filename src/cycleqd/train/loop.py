@@ -28,10 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cycleqd.models.engine import cache_argument, returned_cache
+from cycleqd.models.engine import cache_argument
 from cycleqd.resources import trim_heap
 from cycleqd.train.batching import WINDOW_BATCHES, Batch, collate, plan_batches, shared_prefix
 from cycleqd.train.masking import IGNORE, Encoded
+from cycleqd.train.prefix import SharedPrefix, prefix_cache, share_prefix
 
 # (step, total steps, loss of this step) after every optimizer step.
 OnStep = Callable[[int, int, float], None]
@@ -60,9 +61,13 @@ class LoopSettings:
 
 
 def learned_logits(
-    model: torch.nn.Module, batch: Batch, device: torch.device
+    model: torch.nn.Module,
+    batch: Batch,
+    device: torch.device,
+    prefix: SharedPrefix | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at the batch's learned positions and their targets, prefix computed once."""
+    """Logits at the batch's learned positions and their targets, prefix computed once
+    (``prefix``: already computed for the whole batch this micro-batch belongs to)."""
     ids = batch.input_ids.to(device)
     labels = batch.labels.to(device)
     mask = batch.attention_mask.to(device)
@@ -71,8 +76,10 @@ def learned_logits(
     past = None
     cache_arg = cache_argument(model)
     if p:
-        past = returned_cache(model(input_ids=ids[:1, :p], use_cache=True, logits_to_keep=1))
-        past.batch_repeat_interleave(rows)
+        past = prefix.for_rows(rows) if prefix is not None else None
+        if past is None:
+            past = prefix_cache(model, ids[:1, :p])
+            past.batch_repeat_interleave(rows)
     targets = labels[:, p + 1 :]
     keep = torch.zeros((rows, width - p), dtype=torch.bool, device=device)
     keep[:, :-1] = targets != IGNORE
@@ -103,15 +110,17 @@ def anchor_divergence(
     device: torch.device,
     reference: Reference,
     positions: int | None = None,
+    prefixes: tuple[SharedPrefix | None, SharedPrefix | None] = (None, None),
 ) -> torch.Tensor:
     """KL(base || model) averaged over reply positions; ``reference`` gives the base's outputs.
 
     ``positions``: divide the summed divergence by this many positions instead of the batch's
-    own (a micro-batch's share of its whole batch's mean).
+    own (a micro-batch's share of its whole batch's mean). ``prefixes``: the whole batch's
+    prefix, computed once, for the base and for the model.
     """
     with torch.no_grad(), reference():
-        base_logits, _ = learned_logits(model, batch, device)
-    logits, _ = learned_logits(model, batch, device)
+        base_logits, _ = learned_logits(model, batch, device, prefixes[0])
+    logits, _ = learned_logits(model, batch, device, prefixes[1])
     if positions is None:
         return F.kl_div(
             F.log_softmax(logits.float(), -1),
@@ -133,8 +142,8 @@ def micro_batches(
 ) -> list[Batch]:
     """``rows`` collated into consecutive micro-batches of at most ``max_tokens`` computed
     tokens each (one row per micro-batch at least); one batch of all rows when ``max_tokens`` is
-    None. A micro-batch's shared prefix is computed once, so it counts once (see
-    :func:`computed_tokens`).
+    None. Every micro-batch has the whole batch's shared prefix, which is computed once for all
+    of them (:mod:`cycleqd.train.prefix`), so it counts once (see :func:`computed_tokens`).
 
     Why: activations grow with the tokens of a forward pass (3 to 6 MB per token for
     SmolLM2-135M with LoRA and bf16 autocast, ``benchmarks/train_memory.py``), so a batch of
@@ -142,20 +151,20 @@ def micro_batches(
     """
     if max_tokens is None:
         return [collate(rows, pad_id, share_prefix=share_prefix)]
+    prefix = shared_prefix(rows) if share_prefix else 0
     groups: list[list[Encoded]] = []
     for row in rows:
-        if groups and computed_tokens([*groups[-1], row], share_prefix) <= max_tokens:
+        if groups and computed_tokens([*groups[-1], row], prefix) <= max_tokens:
             groups[-1].append(row)
         else:
             groups.append([row])
-    return [collate(g, pad_id, share_prefix=share_prefix) for g in groups]
+    return [collate(g, pad_id, prefix=prefix) for g in groups]
 
 
-def computed_tokens(rows: Sequence[Encoded], share_prefix: bool) -> int:
-    """Tokens one forward pass over ``rows`` computes: the shared prefix once, then each row's
-    padded remainder (every padded token without a shared prefix)."""
+def computed_tokens(rows: Sequence[Encoded], prefix: int) -> int:
+    """Tokens one forward pass over ``rows`` computes: the shared ``prefix`` once, then each
+    row's padded remainder."""
     width = max(len(r.input_ids) for r in rows)
-    prefix = shared_prefix(rows) if share_prefix else 0
     return prefix + len(rows) * (width - prefix)
 
 
@@ -188,22 +197,44 @@ def _accumulate(
     parts = micro_batches(rows, pad_id, settings.max_batch_tokens, share_prefix=share)
     learned = sum(learned_positions(b) for b in parts)
     skill = torch.zeros((), device=device)
+    with autocast:
+        prefix = _once(model, parts, device)
     for batch in parts:
         with autocast:
-            logits, targets = learned_logits(model, batch, device)
+            logits, targets = learned_logits(model, batch, device, prefix)
             part = F.cross_entropy(logits.float(), targets, reduction="sum") / learned
         part.backward()
         skill += part.detach()
+    if prefix is not None:
+        prefix.backward()
     if anchor_rows and reference is not None:
         anchor_parts = micro_batches(
             anchor_rows, pad_id, settings.max_batch_tokens, share_prefix=share
         )
         positions = sum(learned_positions(b) for b in anchor_parts)
+        with autocast:
+            with torch.no_grad(), reference():
+                base_prefix = _once(model, anchor_parts, device)
+            model_prefix = _once(model, anchor_parts, device)
         for batch in anchor_parts:
             with autocast:
-                divergence = anchor_divergence(model, batch, device, reference, positions)
+                divergence = anchor_divergence(
+                    model, batch, device, reference, positions, (base_prefix, model_prefix)
+                )
             (settings.anchor_weight * divergence).backward()
+        if model_prefix is not None:
+            model_prefix.backward()
     return skill
+
+
+def _once(
+    model: torch.nn.Module, parts: Sequence[Batch], device: torch.device
+) -> SharedPrefix | None:
+    """The micro-batches' common prefix run once, when there is one and more than one
+    micro-batch to share it."""
+    if len(parts) < 2 or not parts[0].prefix:
+        return None
+    return share_prefix(model, parts[0].input_ids[:1, : parts[0].prefix].to(device))
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
