@@ -23,11 +23,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from cycleqd.allocator import library, wanted
 from cycleqd.demo.pipeline import Demo, DemoSettings, check_preset
 from cycleqd.models.engines import EngineSlot
 
 
 def main() -> None:
+    from cycleqd.allocator import restart_with_preferred
+
+    restart_with_preferred()  # the allocator the demo runs on (CYCLEQD_ALLOCATOR=system: glibc's)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="data, experts and evaluations")
     parser.add_argument("--preset", default="cpu")
@@ -65,6 +69,7 @@ def main() -> None:
             )
             validation[skill] = report["tasks"][skill]["quality"]
     record = {
+        "allocator of the training children": "tcmalloc" if wanted() and library() else "system",
         "preset": preset.name,
         "epochs": preset.train_epochs,
         "lr": preset.train_lr,

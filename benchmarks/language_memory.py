@@ -6,8 +6,9 @@ glibc until the next ``malloc_trim``; cycleqd now asks ``SCORE_CHUNK`` sequences
 trims between calls (``cycleqd.models.vllm_engine``). This scores the base model's language column
 as the demo's test evaluation does (the `cpu` preset's question sample, one engine already warm
 from the code test split) and prints one JSON line: resident GB before, at the peak, after, and
-after a trim, the seconds and the accuracy. ``--chunk 0`` asks all sequences in one call (cycleqd
-before); ``--no-trim`` keeps the chunks but never trims between them.
+after a trim, the seconds, the accuracy and the allocator (TCMalloc, as the demo runs, where
+the machine has it; ``CYCLEQD_ALLOCATOR=system`` for glibc's). ``--chunk 0`` asks all sequences
+in one call (cycleqd before); ``--no-trim`` keeps the chunks but never trims between them.
 
 Usage::
 
@@ -24,6 +25,9 @@ from pathlib import Path
 
 
 def main() -> None:
+    from cycleqd.allocator import restart_with_preferred
+
+    restart_with_preferred()  # the allocator the demo runs on (CYCLEQD_ALLOCATOR=system: glibc's)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/language-memory"))
     parser.add_argument("--chunk", type=int, default=None, help="sequences per call (0: all)")
@@ -32,6 +36,7 @@ def main() -> None:
 
     from demo_inputs import say
 
+    from cycleqd.allocator import in_use
     from cycleqd.demo.pipeline import Demo, DemoSettings
     from cycleqd.demo.presets import PRESETS
     from cycleqd.models import vllm_engine
@@ -61,6 +66,7 @@ def main() -> None:
             json.dumps(
                 {
                     "benchmark": "language_memory",
+                    "allocator": in_use(),
                     "score_chunk": vllm_engine.SCORE_CHUNK,
                     "trim_between_chunks": not args.no_trim,
                     "before_gb": gb(before),

@@ -4,13 +4,14 @@ Builds the `cpu` preset's os conversations (gold trajectories replayed in the re
 the demo does) and the db ones as anchors, loads SmolLM2-135M-Instruct with the demo's LoRA
 and bf16 frozen weights, and trains ``--steps`` anchored steps of batch 8. Prints one JSON line:
 resident GB after the imports, the data and the model, after every step, the training's peak,
-and seconds per step. ``--no-trim`` skips the heap hand-back the loop does after each step
-(``trim_heap``), to show what it keeps; ``--max-batch-tokens`` is the preset's
-``train_max_batch_tokens``.
+and seconds per step. ``--no-trim`` skips the heap hand-back the loop does after each step on
+glibc's malloc (``trim_heap``), to show what it keeps; ``--max-batch-tokens`` is the preset's
+``train_max_batch_tokens``. It runs on TCMalloc as the demo does, where the machine has it
+(``CYCLEQD_ALLOCATOR=system``: glibc's malloc).
 
 Usage::
 
-    python benchmarks/step_memory.py [--model DIR] [--steps 10] [--max-batch-tokens 1536]
+    python benchmarks/step_memory.py [--model DIR] [--steps 10] [--max-batch-tokens 1024]
         [--anchor-batch 2] [--no-trim]
 
 Run it with nothing else on the machine (docs/results.md: two torch processes on two cores).
@@ -28,10 +29,13 @@ from train_step import DEFAULT_MODEL, encoded
 
 
 def main() -> None:
+    from cycleqd.allocator import restart_with_preferred
+
+    restart_with_preferred()  # the allocator the demo runs on (CYCLEQD_ALLOCATOR=system: glibc's)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--max-batch-tokens", type=int, default=1536)
+    parser.add_argument("--max-batch-tokens", type=int, default=1024)
     parser.add_argument("--anchor-batch", type=int, default=2)
     parser.add_argument("--no-trim", action="store_true", help="keep freed heap between steps")
     args = parser.parse_args()
@@ -40,6 +44,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     import cycleqd.train.loop as loop
+    from cycleqd.allocator import in_use
     from cycleqd.models.devices import bf16_is_fast
     from cycleqd.resources import peak_rss_bytes, release_memory, reset_peak, rss_bytes
     from cycleqd.train.lora import add_lora, cast_frozen_weights
@@ -49,6 +54,7 @@ def main() -> None:
 
     record: dict = {"steps": args.steps, "max_batch_tokens": args.max_batch_tokens}
     record["trim_each_step"] = not args.no_trim
+    record["allocator"] = in_use()
     record["after_imports_gb"] = gb(rss_bytes())
     with tempfile.TemporaryDirectory() as tmp:
         rows = encoded(args.model, "os", Path(tmp), 8 * args.steps)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import allocator_report, release_report
+from helpers import allocator_report, decommit_report, release_report
 
 from cycleqd import allocator
 from cycleqd.isolation import run_in_child
@@ -88,3 +88,11 @@ def test_tcmallocs_free_memory_goes_back_to_the_os_when_released() -> None:
     # TCMalloc keeps the 256 freed MiB for reuse until asked to hand them back
     assert report["after_free"] - report["before"] > 200 * 2**20
     assert report["after_release"] - report["before"] < 50 * 2**20
+
+
+@needs_tcmalloc
+def test_inside_returning_freed_memory_tcmalloc_hands_freed_blocks_back_at_once() -> None:
+    report = run_in_child(decommit_report)
+    assert report["allocator"] == "tcmalloc"
+    assert report["inside"] - report["before"] < 50 * 2**20  # no release call needed
+    assert report["after"] == 0  # TCMalloc's default again after the block

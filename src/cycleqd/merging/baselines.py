@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cycleqd.allocator import returning_freed_memory
 from cycleqd.errors import CycleQDError
 from cycleqd.models.checkpoints import adapter_base, checkpoint_dtype
 
@@ -193,6 +194,7 @@ def merge(
             with (
                 _preserved_rng(),
                 _one_thread(seed is not None),
+                returning_freed_memory(),  # each tensor is used once (cycleqd.allocator)
                 _without_torch_dtype_notice(),
                 warnings.catch_warnings(),
             ):
