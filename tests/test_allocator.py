@@ -72,8 +72,22 @@ def test_a_training_child_runs_on_tcmalloc_and_the_parents_environment_is_unchan
     report = run_in_child(allocator_report)
     assert report["pid"] != os.getpid()
     assert report["allocator"] == "tcmalloc"
-    assert report["LD_PRELOAD"] is None  # the child's database server and sandboxes get none
+    # the programs the child starts (its database server, sandboxes) get the parent's own
+    # preload (vLLM's CPU platform sets one for libgomp once imported), never TCMalloc
+    assert report["LD_PRELOAD"] == before.get("LD_PRELOAD")
     assert dict(os.environ) == before
+
+
+@needs_tcmalloc
+def test_a_preload_the_parent_already_has_reaches_the_childs_programs_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    own = str(allocator.library())  # any library that loads; the parent's own, here
+    monkeypatch.setenv("LD_PRELOAD", own)
+    report = run_in_child(allocator_report)
+    assert report["allocator"] == "tcmalloc"
+    assert report["LD_PRELOAD"] == own
+    assert os.environ["LD_PRELOAD"] == own
 
 
 def test_with_the_system_setting_a_child_runs_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
