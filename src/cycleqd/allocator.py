@@ -83,13 +83,21 @@ def release_free_memory() -> None:
     if release is not None:
         release()
         return
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's ``malloc_trim``, looked up once: ``find_library`` runs ``ldconfig``, and on glibc
+    the training loop trims after every step."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        pass
+        return None
 
 
 def _with_library(value: str | None, path: Path) -> str:
